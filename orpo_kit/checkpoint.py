@@ -1,0 +1,174 @@
+"""Atomic checkpoints: weights (full or adapter) as safetensors with the tokenizer, plus trainer state.
+
+A checkpoint is written into a hidden temporary folder and renamed into place only when complete, so a
+crash mid-save never leaves a folder that looks like a checkpoint. Trainer state (optimizer, scheduler,
+RNG) is written by orpo_kit itself and read back with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+_NAME = re.compile(r"^step-(\d+)$")
+# Tests may set this to stop a process halfway through a write (see tests of crash safety).
+_after_weights_hook: Callable[[Path], None] | None = None
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint of a given optimizer step lives."""
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (temporary folders of interrupted saves are ignored)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def _rng_state() -> dict[str, Any]:
+    """All RNG states as tensors and plain values (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(), "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `_rng_state` saved."""
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_finite(model: torch.nn.Module) -> None:
+    """Refuse to save weights that contain NaN or inf."""
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(f"refusing to save a checkpoint: non-finite values in {bad[:5]}")
+
+
+def save_checkpoint(
+    run_dir: str | Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
+    scheduler: Any, state: dict[str, Any], keep_last: int = 2,
+) -> Path:
+    """Write a complete checkpoint atomically, then drop old ones beyond `keep_last` (the newest is extra)."""
+    _check_finite(model)
+    final = checkpoint_path(run_dir, step)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with _quiet_transformers():
+        model.save_pretrained(tmp / "model", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "model")
+    if _after_weights_hook is not None:
+        _after_weights_hook(tmp)
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(_rng_state(), tmp / "rng_state.pt")
+    (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2), encoding="utf-8")
+    _fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    _prune(Path(run_dir), keep_last)
+    return final
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-save progress bar (it would interleave with the training bar)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of a folder to disk before it is renamed into place."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Flush a directory entry (the rename) where the OS supports it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _prune(run_dir: Path, keep_last: int) -> None:
+    """Delete old checkpoints and leftovers of interrupted saves by other processes."""
+    for old in list_checkpoints(run_dir)[: -(keep_last + 1)]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in (run_dir / CHECKPOINTS).glob(".tmp-*"):
+        if not leftover.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def load_weights(model: Any, checkpoint: Path) -> None:
+    """Load a checkpoint's weights (adapter or full) into an already built model of the same shape."""
+    folder = checkpoint / "model"
+    adapter = folder / "adapter_model.safetensors"
+    if adapter.is_file():
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(adapter))
+        return
+    weights = load_file(folder / "model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in weights if k in params}  # a missing key is fine only if tied to these
+    untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
+    if unexpected or untied:
+        raise ValueError(f"{folder}: weights do not match the model (unexpected {unexpected[:3]}, missing {untied[:3]})")
+
+
+def load_trainer_state(checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG states; return the saved trainer state dict."""
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    _set_rng_state(torch.load(checkpoint / "rng_state.pt", weights_only=True))
+    return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))

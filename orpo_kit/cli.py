@@ -1,0 +1,83 @@
+"""The `orpo-kit` command line: a thin face over the package (every command is a plain function too)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_PRESET = "tiny"
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `orpo-kit train`."""
+    p = sub.add_parser("train", help="train a model with ORPO",
+                       description="Train with ORPO. Later sources win: preset < --config < flags < KEY=VALUE.")
+    p.add_argument("--preset", help=f"a shipped recipe (see `orpo-kit presets`; default {DEFAULT_PRESET} "
+                                    "when no --config is given)")
+    p.add_argument("--config", help="a YAML file of config keys")
+    p.add_argument("--data", help='preference pairs: "builtin" or a .jsonl / .json file')
+    p.add_argument("--eval-data", help="eval pairs (default: the data's eval split or a seeded held-out fraction)")
+    p.add_argument("--output-dir", help="run directory (metrics.jsonl, config.yaml, checkpoints/)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output dir")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. orpo_lambda=0.5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every command."""
+    parser = argparse.ArgumentParser(prog="orpo-kit", description="ORPO preference optimization, explained and fast.")
+    parser.add_argument("--version", action="version", version=f"orpo_kit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _train_parser(sub)
+    sub.add_parser("presets", help="list the shipped presets")
+    return parser
+
+
+def _version() -> str:
+    """Installed package version."""
+    from . import __version__
+
+    return __version__
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Resolve the config, train, and print where everything went."""
+    from .config import parse_overrides, resolve_config
+    from .train import CONFIG_FILE, METRICS_FILE, train
+
+    overrides = parse_overrides(args.overrides)
+    for flag in ("data", "eval_data", "output_dir", "max_steps"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    preset = args.preset or (None if args.config else DEFAULT_PRESET)
+    cfg = resolve_config(preset, args.config, overrides)
+    result = train(cfg, resume=args.resume)
+    run = Path(cfg.output_dir)
+    print(f"\nrun directory : {run}\nmetrics       : {run / METRICS_FILE}\nconfig        : {run / CONFIG_FILE}")
+    print(f"checkpoint    : {result.last_checkpoint}")
+    print(result.summary())
+    return 130 if result.interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `orpo-kit` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "presets":
+            from .config import preset_names
+
+            print("\n".join(preset_names()))
+            return 0
+        return run_train(args)
+    except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as exc:
+        print(f"orpo-kit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,351 @@
+"""The ORPO training step and loop on `accelerate.Accelerator`: one code path for one or many processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from . import checkpoint as ckpt
+from .batching import PairBatch, collate_pairs
+from .config import ORPOConfig
+from .data import PreferencePair, TokenizedPair, load_preference_pairs, split_train_eval, tokenize_pairs
+from .forward import compute_pair_logps
+from .loss import METRIC_NAMES, orpo_loss
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+
+
+def orpo_step(model: torch.nn.Module, batch: PairBatch, cfg: ORPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss and metrics of one batch: forward over chosen + rejected together, then the ORPO loss."""
+    return orpo_loss(compute_pair_logps(model, batch, cfg.nll_tokens), cfg.orpo_lambda)
+
+
+class TrainerCallback:
+    """Hooks for notebooks and tools (live plots, early stopping); every method is optional."""
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Called once the model, data and optimizer are ready."""
+
+    def on_log(self, trainer: Trainer, record: dict[str, float]) -> None:
+        """Called with each record written to metrics.jsonl (main process only)."""
+
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
+        """Called after the last step, checkpoint and evaluation (also after an interrupt)."""
+
+
+@dataclass
+class TrainResult:
+    """Where a run went and how it ended."""
+
+    run_dir: Path
+    steps: int
+    interrupted: bool
+    last_checkpoint: Path | None
+    final_train: dict[str, float] = field(default_factory=dict)
+    eval_before: dict[str, float] = field(default_factory=dict)
+    eval_after: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: steps, final loss, eval reward accuracy before -> after."""
+        loss = self.final_train.get("loss", float("nan"))
+        acc0 = self.eval_before.get("eval_rewards/accuracies", float("nan"))
+        acc1 = self.eval_after.get("eval_rewards/accuracies", float("nan"))
+        state = "interrupted at" if self.interrupted else "finished"
+        return (f"{state} step {self.steps}: train loss {loss:.4f}, "
+                f"eval reward accuracy {acc0:.3f} -> {acc1:.3f}")
+
+
+@contextlib.contextmanager
+def defer_sigint() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so an update is never half applied."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; no weight decay on biases and norms (the field's convention)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+
+
+def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The run's train and eval pairs: --eval-data when given, else the data's split or a held-out fraction."""
+    pairs = load_preference_pairs(cfg.data)
+    if cfg.eval_data:
+        train, evals = [p for p in pairs if p.split != "eval"], load_preference_pairs(cfg.eval_data)
+        evals = [p for p in evals if p.split != "train"]
+    else:
+        train, evals = split_train_eval(pairs, cfg.eval_fraction, cfg.seed)
+    return train[: cfg.max_train_pairs], evals[: cfg.max_eval_pairs]
+
+
+class Trainer:
+    """ORPO training: seeded data order, gradient accumulation, clipping, warm-up, eval, logs, checkpoints."""
+
+    def __init__(
+        self, cfg: ORPOConfig, *, model: torch.nn.Module | None = None, tokenizer: Any = None,
+        train_pairs: list[PreferencePair] | None = None, eval_pairs: list[PreferencePair] | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> None:
+        from .models import load_model, load_tokenizer
+
+        self.cfg, self.callbacks = cfg, list(callbacks)
+        self.run_dir = _prepare_output_dir(cfg.output_dir)
+        self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
+                                       log_with=cfg.report_to or None, project_dir=str(self.run_dir))
+        set_seed(cfg.seed)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
+        if train_pairs is None or eval_pairs is None:
+            loaded_train, loaded_eval = load_train_eval(cfg)
+            train_pairs = loaded_train if train_pairs is None else train_pairs
+            eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
+        self.train_data = tokenize_pairs(self.tokenizer, train_pairs, cfg.max_length, cfg.max_prompt_length)
+        self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, cfg.max_length, cfg.max_prompt_length)
+        self._check_data_size()
+        model = model if model is not None else load_model(cfg)
+        optimizer = build_optimizer(model, cfg)
+        warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * cfg.max_steps)
+        self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
+                                       num_training_steps=cfg.max_steps)
+        # The scheduler stays unprepared: accelerate would step it once per process.
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.step = 0
+        self._epoch_order: tuple[int, list[int]] | None = None
+
+    @property
+    def global_batch_size(self) -> int:
+        """Pairs per optimizer step over all processes and accumulation steps."""
+        cfg = self.cfg
+        return cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * self.accelerator.num_processes
+
+    def _check_data_size(self) -> None:
+        """Refuse too little data at once instead of failing mid-run."""
+        if len(self.train_data) < self.global_batch_size:
+            raise ValueError(f"{len(self.train_data)} training pairs are fewer than one optimizer step needs "
+                             f"({self.global_batch_size}); lower the batch size or add data")
+        if not self.eval_data:
+            raise ValueError("the eval split is empty; pass --eval-data or raise eval_fraction")
+
+    # ---- data order -------------------------------------------------------------------------------------
+    def micro_batches(self, step: int) -> list[list[int]]:
+        """This process's micro-batches (indices into train data) for an optimizer step: a pure function of
+        (seed, step), so resuming needs only the step and any process count sees the same global batch."""
+        size, per_dev = self.global_batch_size, self.cfg.per_device_train_batch_size
+        steps_per_epoch = len(self.train_data) // size
+        epoch, k = divmod(step, steps_per_epoch)
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            gen = torch.Generator().manual_seed(self.cfg.seed + epoch)
+            self._epoch_order = (epoch, torch.randperm(len(self.train_data), generator=gen).tolist())
+        chunk = self._epoch_order[1][k * size:(k + 1) * size]
+        n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
+        return [chunk[(m * n_proc + rank) * per_dev:(m * n_proc + rank + 1) * per_dev]
+                for m in range(self.cfg.gradient_accumulation_steps)]
+
+    def _collate(self, items: list[TokenizedPair]) -> PairBatch:
+        """Padded tensors on this process's device."""
+        return collate_pairs(items, self.tokenizer.pad_token_id).to(self.accelerator.device)
+
+    # ---- one optimizer step -----------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """Accumulate gradients over micro-batches, clip, update; return metrics averaged over the step."""
+        self.model.train()
+        micro = self.micro_batches(self.step)
+        totals = torch.zeros(len(METRIC_NAMES), device=self.accelerator.device)
+        for m, indices in enumerate(micro):
+            batch = self._collate([self.train_data[i] for i in indices])
+            sync = m == len(micro) - 1
+            with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+                with self.accelerator.autocast():
+                    loss, metrics = orpo_step(self.model, batch, self.cfg)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss at step {self.step + 1} on rows {batch.origins}")
+                self.accelerator.backward(loss / len(micro))
+            totals += torch.stack([metrics[k] for k in METRIC_NAMES]) / len(micro)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        with defer_sigint():
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+        totals = self.accelerator.reduce(totals, reduction="mean")
+        out = {k: v.item() for k, v in zip(METRIC_NAMES, totals)}
+        return {**out, "grad_norm": float(grad_norm), "learning_rate": lr}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Metrics over the whole eval split (sharded over processes), prefixed `eval_`."""
+        self.model.eval()
+        n_proc, rank, bs = self.accelerator.num_processes, self.accelerator.process_index, self.cfg.per_device_eval_batch_size
+        shard = self.eval_data[rank::n_proc]
+        sums = torch.zeros(len(METRIC_NAMES) + 1, device=self.accelerator.device)
+        for start in range(0, len(shard), bs):
+            batch = self._collate(shard[start:start + bs])
+            with self.accelerator.autocast():
+                _, metrics = orpo_step(self.model, batch, self.cfg)
+            n = batch.num_pairs
+            sums += torch.cat([torch.stack([metrics[k] for k in METRIC_NAMES]) * n, sums.new_tensor([n])])
+        sums = self.accelerator.reduce(sums, reduction="sum")
+        return {f"eval_{k}": (sums[i] / sums[-1]).item() for i, k in enumerate(METRIC_NAMES)}
+
+    # ---- the loop -----------------------------------------------------------------------------------------
+    def train(self, resume: bool = False) -> TrainResult:
+        """Run to max_steps (or resume from the latest checkpoint); Ctrl-C saves a checkpoint and returns."""
+        cfg, acc = self.cfg, self.accelerator
+        start = self._resume() if resume else 0
+        self._start_logs(resumed=start > 0)
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir))
+        result.eval_before = self._eval_before(start)
+        last_saved = start if result.last_checkpoint else -1
+        bar = tqdm(total=cfg.max_steps, initial=start, desc="ORPO", disable=not acc.is_main_process, dynamic_ncols=True)
+        try:
+            while self.step < cfg.max_steps:
+                t0 = time.perf_counter()
+                record = self.train_step()
+                record["step_time"] = time.perf_counter() - t0
+                is_last = self.step == cfg.max_steps
+                if self.step % cfg.eval_steps == 0 or is_last:
+                    record.update(self.evaluate())
+                if self.step % cfg.logging_steps == 0 or is_last or "eval_loss" in record:
+                    self._log(record)
+                if self.step % cfg.save_steps == 0 or is_last:
+                    result.last_checkpoint, last_saved = self.save(), self.step
+                result.final_train = {k: v for k, v in record.items() if not k.startswith("eval_")}
+                result.eval_after = {k: v for k, v in record.items() if k.startswith("eval_")} or result.eval_after
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['rewards/accuracies']:.2f}")
+        except KeyboardInterrupt:
+            result.interrupted = True
+            self.optimizer.zero_grad(set_to_none=True)
+            if last_saved != self.step:
+                result.last_checkpoint = self.save()
+        finally:
+            bar.close()
+        result.steps = self.step
+        self._finish(result)
+        return result
+
+    def save(self) -> Path:
+        """Write a checkpoint of the current step (main process writes; all processes wait for it)."""
+        self.accelerator.wait_for_everyone()
+        path = ckpt.checkpoint_path(self.run_dir, self.step)
+        if self.accelerator.is_main_process:
+            state = {"config": self.cfg.to_dict(), "num_processes": self.accelerator.num_processes}
+            path = ckpt.save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
+                                        self.tokenizer, self.optimizer, self.scheduler, state,
+                                        keep_last=self.cfg.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _resume(self) -> int:
+        """Load the latest checkpoint of the run directory; returns its step (0 when there is none)."""
+        found = ckpt.latest_checkpoint(self.run_dir)
+        if found is None:
+            if self.accelerator.is_main_process:
+                print(f"--resume: no checkpoint in {self.run_dir / ckpt.CHECKPOINTS}; starting from step 0")
+            return 0
+        ckpt.load_weights(self.accelerator.unwrap_model(self.model), found)
+        state = ckpt.load_trainer_state(found, self.optimizer, self.scheduler)
+        self.step = int(state["step"])
+        if self.accelerator.is_main_process:
+            print(f"resuming from {found} (step {self.step})")
+        return self.step
+
+    def _eval_before(self, start: int) -> dict[str, float]:
+        """Step-0 eval for a fresh run; for a resumed run, the step-0 record already in metrics.jsonl."""
+        if start == 0:
+            before = self.evaluate()
+            self._log({**before})
+            return before
+        for record in read_metrics(self.run_dir):
+            if record.get("step") == 0 and "eval_loss" in record:
+                return {k: v for k, v in record.items() if k.startswith("eval_")}
+        return {}
+
+    # ---- logs -----------------------------------------------------------------------------------------
+    def _start_logs(self, resumed: bool) -> None:
+        """Write config.yaml; on resume drop records past the checkpoint step; start trackers."""
+        if self.accelerator.is_main_process:
+            self.cfg.save_yaml(self.run_dir / CONFIG_FILE)
+            metrics = self.run_dir / METRICS_FILE
+            kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= self.step] if resumed else []
+            tmp = metrics.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            tmp.replace(metrics)
+        if self.cfg.report_to:
+            flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.cfg.to_dict().items()}
+            self.accelerator.init_trackers("orpo_kit", config=flat)
+
+    def _log(self, record: dict[str, float]) -> None:
+        """Append one record (with `step`) to metrics.jsonl and to trackers; main process only."""
+        record = {"step": self.step, **record}
+        if self.accelerator.is_main_process:
+            with (self.run_dir / METRICS_FILE).open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            for cb in self.callbacks:
+                cb.on_log(self, record)
+        if self.cfg.report_to:
+            self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=self.step)
+
+    def _finish(self, result: TrainResult) -> None:
+        """End trackers and tell callbacks."""
+        if self.cfg.report_to:
+            self.accelerator.end_training()
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+
+
+def _prepare_output_dir(path: str) -> Path:
+    """Create the run directory now, so an unwritable location fails before any work."""
+    run_dir = Path(path)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"output_dir {run_dir} is not writable: {exc}") from exc
+    return run_dir
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All records of a run's metrics.jsonl (empty when there is none)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def train(cfg: ORPOConfig, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+    """Build a Trainer from a config and run it."""
+    return Trainer(cfg, callbacks=callbacks).train(resume=resume)
