@@ -57,7 +57,8 @@ class ORPOConfig:
     per_device_train_batch_size: int = 4
     per_device_eval_batch_size: int = 8
     gradient_accumulation_steps: int = 1
-    max_steps: int = 100  # optimizer steps
+    max_steps: int = 100  # optimizer steps (the LR schedule's length)
+    stop_at_step: int | None = None  # end early at this step with a checkpoint; the schedule still uses max_steps
     # Evaluation, logging, checkpoints
     eval_steps: int = 50  # also evaluates before the first step and at the end
     logging_steps: int = 1

@@ -201,11 +201,11 @@ class Trainer:
         return {**out, "grad_norm": float(grad_norm), "learning_rate": lr}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Metrics over the whole eval split (sharded over processes), prefixed `eval_`."""
+    def evaluate(self, data: list[TokenizedPair] | None = None, prefix: str = "eval_") -> dict[str, float]:
+        """Metrics over the eval split (or other tokenized pairs), sharded over processes, prefixed."""
         self.model.eval()
         n_proc, rank, bs = self.accelerator.num_processes, self.accelerator.process_index, self.cfg.per_device_eval_batch_size
-        shard = self.eval_data[rank::n_proc]
+        shard = (self.eval_data if data is None else data)[rank::n_proc]
         sums = torch.zeros(len(METRIC_NAMES) + 1, device=self.accelerator.device)
         for start in range(0, len(shard), bs):
             batch = self._collate(shard[start:start + bs])
@@ -214,7 +214,7 @@ class Trainer:
             n = batch.num_pairs
             sums += torch.cat([torch.stack([metrics[k] for k in METRIC_NAMES]) * n, sums.new_tensor([n])])
         sums = self.accelerator.reduce(sums, reduction="sum")
-        return {f"eval_{k}": (sums[i] / sums[-1]).item() for i, k in enumerate(METRIC_NAMES)}
+        return {f"{prefix}{k}": (sums[i] / sums[-1]).item() for i, k in enumerate(METRIC_NAMES)}
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def train(self, resume: bool = False) -> TrainResult:
@@ -227,13 +227,14 @@ class Trainer:
         result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir))
         result.eval_before = self._eval_before(start)
         last_saved = start if result.last_checkpoint else -1
-        bar = tqdm(total=cfg.max_steps, initial=start, desc="ORPO", disable=not acc.is_main_process, dynamic_ncols=True)
+        end = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
+        bar = tqdm(total=end, initial=start, desc="ORPO", disable=not acc.is_main_process, dynamic_ncols=True)
         try:
-            while self.step < cfg.max_steps:
+            while self.step < end:
                 t0 = time.perf_counter()
                 record = self.train_step()
                 record["step_time"] = time.perf_counter() - t0
-                is_last = self.step == cfg.max_steps
+                is_last = self.step == end
                 if self.step % cfg.eval_steps == 0 or is_last:
                     record.update(self.evaluate())
                 if self.step % cfg.logging_steps == 0 or is_last or "eval_loss" in record:

