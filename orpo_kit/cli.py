@@ -24,6 +24,36 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. orpo_lambda=0.5")
 
 
+def _inspect_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `orpo-kit inspect-data`."""
+    p = sub.add_parser("inspect-data", help="validate preference data and print its report",
+                       description="Read, detect the format, validate, split and measure preference data.")
+    p.add_argument("source", metavar="PATH_OR_NAME", help='"builtin", a .jsonl/.json/.parquet/.csv file or a hub name')
+    p.add_argument("--format", default="auto", help="auto | standard | conversational | implicit | mapped")
+    p.add_argument("--split", help="split of a hub dataset (e.g. train_prefs)")
+    p.add_argument("--policy", default="default", help="default | raise | drop (what to do with bad rows)")
+    p.add_argument("--tokenizer", default="tiny", help='tokenizer for token statistics ("tiny", a dir or hub name; '
+                                                       '"none" to skip)')
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-prompt-length", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Print the data report."""
+    import json
+
+    from .config import ORPOConfig
+    from .data import inspect_data
+    from .models import load_tokenizer
+
+    tokenizer = None if args.tokenizer == "none" else load_tokenizer(ORPOConfig(model_name_or_path=args.tokenizer))
+    found = inspect_data(args.source, tokenizer=tokenizer, format=args.format, split=args.split, policy=args.policy,
+                         max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+    print(json.dumps(found.to_dict(), indent=2) if args.json else "\n".join(found.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
     parser = argparse.ArgumentParser(prog="orpo-kit", description="ORPO preference optimization, explained and fast.")
@@ -31,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _train_parser(sub)
     sub.add_parser("presets", help="list the shipped presets")
+    _inspect_parser(sub)
     return parser
 
 
@@ -73,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(preset_names()))
             return 0
+        if args.command == "inspect-data":
+            return run_inspect(args)
         return run_train(args)
-    except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:
         print(f"orpo-kit {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

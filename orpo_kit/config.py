@@ -34,9 +34,16 @@ class ORPOConfig:
     lora_target_modules: Any = "all-linear"
     gradient_checkpointing: bool = False
     # Data
-    data: str = "builtin"  # "builtin", a .jsonl / .json file
+    data: str = "builtin"  # "builtin", a .jsonl / .json / .parquet / .csv file, or a hub dataset name
     eval_data: str | None = None  # None: the data's own eval split, else a seeded held-out fraction
     eval_fraction: float = 0.1
+    data_format: str = "auto"  # auto | standard | conversational | implicit | mapped
+    column_map: dict[str, str] | None = None  # e.g. {prompt: question, chosen: response_j, rejected: response_k}
+    data_policy: Any = "default"  # default | raise | drop | {kind: raise|drop}; see orpo_kit.data.PROBLEMS
+    data_split: str | None = None  # split of a hub dataset / DatasetDict (default: train_prefs or train)
+    eval_data_split: str | None = None  # e.g. test_prefs
+    min_score_margin: float | None = None  # drop pairs whose score_chosen - score_rejected is smaller
+    min_completion_tokens: int = 8  # long prompts are cut from the left so completions keep this many tokens
     max_train_pairs: int | None = None  # keep the first N training pairs (smoke runs)
     max_eval_pairs: int | None = None
     max_length: int = 512  # prompt + completion tokens

@@ -21,7 +21,9 @@ from transformers import get_scheduler
 from . import checkpoint as ckpt
 from .batching import PairBatch, collate_pairs
 from .config import ORPOConfig
-from .data import PreferencePair, TokenizedPair, load_preference_pairs, split_train_eval, tokenize_pairs
+from .data import (
+    DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, split_train_eval, tokenize_pairs,
+)
 from .forward import compute_pair_logps
 from .loss import METRIC_NAMES, orpo_loss
 
@@ -95,15 +97,21 @@ def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
 
 
-def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """The run's train and eval pairs: --eval-data when given, else the data's split or a held-out fraction."""
-    pairs = load_preference_pairs(cfg.data)
+def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair], DataReport]:
+    """Train and eval pairs plus one report: --eval-data when given, else the data's split or a held-out fraction."""
+    opts = dict(format=cfg.data_format, column_map=cfg.column_map, policy=cfg.data_policy,
+                min_score_margin=cfg.min_score_margin)
+    pairs, report = load_pairs(cfg.data, split=cfg.data_split, **opts)
     if cfg.eval_data:
-        train, evals = [p for p in pairs if p.split != "eval"], load_preference_pairs(cfg.eval_data)
-        evals = [p for p in evals if p.split != "train"]
+        evals, eval_report = load_pairs(cfg.eval_data, split=cfg.eval_data_split, **opts)
+        train, evals = [p for p in pairs if p.split != "eval"], [p for p in evals if p.split != "train"]
+        report.dropped.update(eval_report.dropped)
+        for kind, examples in eval_report.examples.items():
+            report.examples.setdefault(kind, examples)
     else:
         train, evals = split_train_eval(pairs, cfg.eval_fraction, cfg.seed)
-    return train[: cfg.max_train_pairs], evals[: cfg.max_eval_pairs]
+    evals = drop_eval_overlap(train, evals, report, cfg.data_policy)
+    return train[: cfg.max_train_pairs], evals[: cfg.max_eval_pairs], report
 
 
 class Trainer:
@@ -122,13 +130,18 @@ class Trainer:
                                        log_with=cfg.report_to or None, project_dir=str(self.run_dir))
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
+        self.data_report = DataReport(source="pairs given in Python")
         if train_pairs is None or eval_pairs is None:
-            loaded_train, loaded_eval = load_train_eval(cfg)
+            loaded_train, loaded_eval, self.data_report = load_train_eval(cfg)
             train_pairs = loaded_train if train_pairs is None else train_pairs
             eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
-        self.train_data = tokenize_pairs(self.tokenizer, train_pairs, cfg.max_length, cfg.max_prompt_length)
-        self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, cfg.max_length, cfg.max_prompt_length)
+        limits = dict(max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
+                      min_completion_tokens=cfg.min_completion_tokens, report=self.data_report, policy=cfg.data_policy)
+        self.train_data = tokenize_pairs(self.tokenizer, train_pairs, **limits)
+        self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, **limits)
         self._check_data_size()
+        if self.data_report.dropped and self.accelerator.is_main_process:
+            print("\n".join(self.data_report.lines()))
         model = model if model is not None else load_model(cfg)
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * cfg.max_steps)

@@ -111,7 +111,7 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert rc == 0, _tail(tmp_path / "a.err")
 
     # Part 1: same max_steps (so the same LR schedule), but stop after step K.
-    rc, out = _run(_train_cmd(run_b, 2 * K, *common, f"stop_at_step={K}"), tmp_path / "b1")
+    rc, _ = _run(_train_cmd(run_b, 2 * K, *common, f"stop_at_step={K}"), tmp_path / "b1")
     assert rc == 0, _tail(tmp_path / "b1.err")
     ckpt = latest_checkpoint(run_b)
     assert ckpt is not None and _ckpt_step(ckpt) == K, f"part 1 should end with a checkpoint at step {K}: {ckpt}"
@@ -145,10 +145,14 @@ def test_sigint_saves_checkpoint_and_resumes(tmp_path: Path) -> None:
     """Ctrl-C mid-run: exit 130, a complete checkpoint at the last finished step, and --resume continues it."""
     run = tmp_path / "run"
     max_steps, big = 100_000, 1_000_000
-    overrides = ["logging_steps=1", f"eval_steps={big}", f"save_steps={big}"]
+    # warmup_steps=1: the resumed steps are past warm-up, where the LR shows which schedule length is used
+    overrides = ["logging_steps=1", f"eval_steps={big}", f"save_steps={big}", "warmup_steps=1"]
     out, err = tmp_path / "first.out", tmp_path / "first.err"
     with out.open("w") as fo, err.open("w") as fe:
-        proc = subprocess.Popen(_train_cmd(run, max_steps, *overrides), stdout=fo, stderr=fe, env=_env())
+        # preexec_fn: a shell without job control starts background jobs with SIGINT ignored, and an
+        # ignored SIGINT is inherited; the child needs the default handler to see Ctrl-C at all.
+        proc = subprocess.Popen(_train_cmd(run, max_steps, *overrides), stdout=fo, stderr=fe, env=_env(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 90
             while not any(r.get("step", 0) >= 3 and "loss" in r for r in _metrics(run)):
@@ -156,7 +160,10 @@ def test_sigint_saves_checkpoint_and_resumes(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, f"no step 3 within 90 s:\n{_tail(err)}"
                 time.sleep(0.1)
             proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=60)
+            try:
+                rc = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running 60 s after SIGINT:\n{_tail(err)}")
         finally:
             if proc.poll() is None:
                 proc.kill()

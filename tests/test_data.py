@@ -33,17 +33,17 @@ def test_fraction_split_is_by_prompt_and_seeded() -> None:
     assert split_train_eval(pairs, 0.2, 3) == (train, evals)
 
 
-def test_bad_rows_name_file_row_and_field(tmp_path: Path) -> None:
+def test_bad_rows_name_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n"
                     + json.dumps({"prompt": "p", "chosen": 3, "rejected": "r"}) + "\n")
-    with pytest.raises(ValueError, match=r"pairs\.jsonl, row 1, field 'chosen': expected a string, got a int"):
+    with pytest.raises(ValueError, match=r"pairs\.jsonl, line 2, field 'chosen': expected a string, got int"):
         load_preference_pairs(path)
     path.write_text("{not json\n")
     with pytest.raises(ValueError, match=r"pairs\.jsonl, line 1: not valid JSON"):
         load_preference_pairs(path)
-    with pytest.raises(ValueError, match="field 'rejected': empty completion"):
-        pairs_from_rows([{"prompt": "p", "chosen": "c", "rejected": "  "}])
+    with pytest.raises(ValueError, match=r"rows, row 0 \(counting from 0\), field 'rejected': empty text"):
+        pairs_from_rows([{"prompt": "p", "chosen": "c", "rejected": "  "}], policy="raise")
 
 
 def test_completion_ids_are_the_assistant_turn_including_eos(tokenizer) -> None:
@@ -57,11 +57,17 @@ def test_completion_ids_are_the_assistant_turn_including_eos(tokenizer) -> None:
 def test_truncation_keeps_the_end_of_long_prompts(tokenizer) -> None:
     pair = pairs_from_rows([{"prompt": "word " * 200 + "FINAL QUESTION?", "chosen": "yes " * 50, "rejected": "no"}])[0]
     tok = tokenize_pair(tokenizer, pair, max_length=64, max_prompt_length=32)
-    assert tok.truncated and len(tok.prompt_ids) == 32
+    assert tok.prompt_truncated and tok.completion_truncated and len(tok.prompt_ids) == 32
     assert tokenizer.decode(tok.prompt_ids).endswith("FINAL QUESTION?<|im_end|>\n<|im_start|>assistant\n")
-    assert len(tok.prompt_ids) + len(tok.chosen_ids) <= 64
-    with pytest.raises(ValueError, match="leaves no room for the completion"):
-        tokenize_pair(tokenizer, pair, max_length=32, max_prompt_length=32)
+    assert len(tok.prompt_ids) + len(tok.chosen_ids) == 64
+
+
+def test_long_prompts_leave_each_completion_its_minimum(tokenizer) -> None:
+    pair = pairs_from_rows([{"prompt": "word " * 200, "chosen": "yes " * 50, "rejected": "no"}])[0]
+    tok = tokenize_pair(tokenizer, pair, max_length=40, max_prompt_length=1000, min_completion_tokens=10)
+    assert len(tok.prompt_ids) == 30 and len(tok.chosen_ids) == 10 and tok.rejected_ids
+    with pytest.raises(ValueError, match="cannot hold any prompt plus 10 completion tokens"):
+        tokenize_pair(tokenizer, pair, max_length=10, max_prompt_length=1000, min_completion_tokens=10)
 
 
 def test_collate_masks_come_from_positions(tokenizer) -> None:

@@ -40,7 +40,8 @@ def test_metrics_file_and_callbacks(tmp_path: Path) -> None:
             seen.append(record)
 
     trainer = Trainer(resolve_config("tiny", overrides={"output_dir": str(tmp_path / "run"), "max_steps": 6,
-                                                        "logging_steps": 2, "eval_steps": 3, "save_steps": 3}),
+                                                        "logging_steps": 2, "eval_steps": 3, "save_steps": 3,
+                                                        "max_eval_pairs": 8}),
                       callbacks=[Recorder()])
     trainer.train()
     records = read_metrics(tmp_path / "run")
@@ -61,7 +62,7 @@ def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
-    common = {"max_steps": 3, "save_steps": 100, "eval_steps": 100, "max_grad_norm": 1e9}
+    common = {"max_steps": 3, "save_steps": 100, "eval_steps": 100, "max_grad_norm": 1e9, "max_eval_pairs": 8}
     big = tiny(tmp_path / "a", per_device_train_batch_size=8, gradient_accumulation_steps=1, **common)
     small = tiny(tmp_path / "b", per_device_train_batch_size=4, gradient_accumulation_steps=2, **common)
     big.train()
@@ -73,7 +74,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
 
 
 def test_runs_are_deterministic(tmp_path: Path) -> None:
-    overrides = {"max_steps": 5, "save_steps": 100}
+    overrides = {"max_steps": 5, "save_steps": 100, "max_eval_pairs": 16}
     tiny(tmp_path / "a", **overrides).train()
     tiny(tmp_path / "b", **overrides).train()
     strip = lambda rs: [{k: v for k, v in r.items() if k != "step_time"} for r in rs]  # noqa: E731
@@ -87,7 +88,7 @@ def test_keyboard_interrupt_saves_a_checkpoint_and_returns(tmp_path: Path) -> No
                 raise KeyboardInterrupt  # what a notebook's "interrupt kernel" raises
 
     trainer = Trainer(resolve_config("tiny", overrides={"output_dir": str(tmp_path / "run"), "logging_steps": 1,
-                                                        "save_steps": 100}), callbacks=[CtrlC()])
+                                                        "save_steps": 100, "max_eval_pairs": 8}), callbacks=[CtrlC()])
     result = trainer.train()
     assert result.interrupted and result.steps == 4
     assert result.last_checkpoint == ckpt.latest_checkpoint(tmp_path / "run") == ckpt.checkpoint_path(tmp_path / "run", 4)
@@ -99,7 +100,7 @@ def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path: Pat
     def crash(folder: Path) -> None:
         raise OSError("disk died halfway")
 
-    trainer = tiny(tmp_path, max_steps=2, save_steps=1, eval_steps=100)
+    trainer = tiny(tmp_path, max_steps=2, save_steps=1, eval_steps=100, max_eval_pairs=8)
     monkeypatch.setattr(ckpt, "_after_weights_hook", lambda folder: crash(folder) if "000002" in folder.name else None)
     with pytest.raises(OSError, match="halfway"):
         trainer.train()
@@ -108,7 +109,8 @@ def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path: Pat
 
 
 def test_lora_run_saves_only_the_adapter_and_resumes(tmp_path: Path) -> None:
-    overrides = {"use_lora": True, "lora_r": 4, "max_steps": 4, "save_steps": 2, "learning_rate": 1e-3}
+    overrides = {"use_lora": True, "lora_r": 4, "max_steps": 4, "save_steps": 2, "learning_rate": 1e-3,
+                 "max_eval_pairs": 8}
     result = tiny(tmp_path, stop_at_step=2, **overrides).train()
     folder = result.last_checkpoint / "model"
     assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()

@@ -1,9 +1,24 @@
-"""Preference data: reading, splitting and tokenizing pairs."""
+"""Preference data: read any source, detect its format, validate, split, tokenize, summarize."""
 
-from .sources import PreferencePair, load_preference_pairs, pairs_from_rows, split_train_eval
-from .tokenize import TokenizedPair, tokenize_pair, tokenize_pairs
+from .formats import FORMATS, PreferencePair, RowProblem, detect_format, normalize_row
+from .sources import DataSourceError, read_rows
+from .stats import DataInspection, LengthStats, inspect_data, length_stats
+from .tokenize import TokenizedPair, render_ids, tokenize_pair, tokenize_pairs
+from .validate import DEFAULT_POLICY, PROBLEMS, DataReport, drop_eval_overlap, load_pairs, split_train_eval
+
+
+def load_preference_pairs(source, **kwargs) -> list[PreferencePair]:
+    """Just the pairs of `load_pairs` (problems raised or dropped by the policy)."""
+    return load_pairs(source, **kwargs)[0]
+
+
+def pairs_from_rows(rows: list[dict], **kwargs) -> list[PreferencePair]:
+    """Pairs from Python dicts (any supported format)."""
+    return load_pairs(rows, **kwargs)[0]
+
 
 __all__ = [
-    "PreferencePair", "TokenizedPair", "load_preference_pairs", "pairs_from_rows", "split_train_eval",
-    "tokenize_pair", "tokenize_pairs",
+    "DEFAULT_POLICY", "FORMATS", "DataInspection", "LengthStats", "inspect_data", "length_stats", "PROBLEMS", "DataReport", "DataSourceError", "PreferencePair", "RowProblem",
+    "TokenizedPair", "detect_format", "drop_eval_overlap", "load_pairs", "load_preference_pairs", "normalize_row",
+    "pairs_from_rows", "read_rows", "render_ids", "split_train_eval", "tokenize_pair", "tokenize_pairs",
 ]

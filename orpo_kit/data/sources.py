@@ -1,28 +1,36 @@
-"""Read preference pairs from the built-in set, a JSON / JSONL file or Python rows, and split off an eval set."""
+"""Read raw preference rows from anywhere: the built-in set, local files, datasets, DataFrames, the hub.
+
+Every row comes back with a `where` label for messages: text files count lines from 1 as in an editor
+("line 3"); tables (JSON lists, Parquet, datasets, DataFrames, Python lists) count rows from 0 ("row 0").
+Damage that concerns a single line (bad JSON, bad UTF-8) becomes a row-level problem, so a drop policy can
+skip it; damage to the whole source (missing, a directory, empty, unreadable) raises `DataSourceError`.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import random
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 BUILTIN = "builtin"
-REQUIRED = ("prompt", "chosen", "rejected")
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
 
 
-@dataclass(frozen=True)
-class PreferencePair:
-    """One prompt with a preferred (chosen) and a dispreferred (rejected) answer; `origin` names file and row."""
+class DataSourceError(ValueError):
+    """The source as a whole cannot be read (names the file or dataset and what to do)."""
 
-    prompt: str
-    chosen: str
-    rejected: str
-    origin: str = ""
-    split: str | None = None
-    skill: str | None = None
+
+@dataclass
+class RawRow:
+    """One row as read, or the reason it could not be read (`problem` = (kind, message))."""
+
+    where: str
+    values: dict[str, Any] | None
+    problem: tuple[str, str] | None = None
 
 
 def builtin_path() -> Path:
@@ -30,71 +38,135 @@ def builtin_path() -> Path:
     return Path(str(resources.files("orpo_kit.data") / "builtin" / "pairs.jsonl"))
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl or .json file; a bad line is an error naming the file and line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"preference data not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        rows = json.loads(text)
-        if not isinstance(rows, list):
-            raise ValueError(f"{path}: expected a JSON list of objects")
-        return rows
+def _jsonl_rows(path: Path, data: bytes) -> list[RawRow]:
+    """One row per non-blank line; undecodable or unparsable lines become row problems."""
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{path}, line {lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rows.append(RawRow(where, None, ("encoding", f"{where}: not valid UTF-8 (byte {exc.start})")))
+            continue
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {lineno}: not valid JSON ({exc.msg})") from None
+            rows.append(RawRow(where, None, ("bad_json", f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")))
+            continue
+        if not isinstance(value, dict):
+            rows.append(RawRow(where, None, ("wrong_type", f"{where}: expected a JSON object, got {type(value).__name__}")))
+            continue
+        rows.append(RawRow(where, value))
     return rows
 
 
-def pairs_from_rows(rows: Iterable[dict[str, Any]], source: str = "rows") -> list[PreferencePair]:
-    """Validate rows of {prompt, chosen, rejected} strings into pairs; errors name source, row and field."""
-    pairs = []
-    for i, row in enumerate(rows):
-        where = f"{source}, row {i}"
-        if not isinstance(row, dict):
-            raise ValueError(f"{where}: expected an object with fields {REQUIRED}, got {type(row).__name__}")
-        for name in REQUIRED:
-            value = row.get(name)
-            if not isinstance(value, str):
-                got = "missing" if name not in row else f"a {type(value).__name__}"
-                raise ValueError(f"{where}, field {name!r}: expected a string, got {got}")
-            if name != "prompt" and not value.strip():
-                raise ValueError(f"{where}, field {name!r}: empty completion")
-        pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"], origin=where,
-                                    split=row.get("split"), skill=row.get("skill")))
-    return pairs
+def _table_rows(label: str, records: list[Any]) -> list[RawRow]:
+    """Rows of a table (0-based); non-mapping rows become row problems."""
+    rows = []
+    for i, value in enumerate(records):
+        where = f"{label}, row {i} (counting from 0)"
+        if isinstance(value, dict):
+            rows.append(RawRow(where, dict(value)))
+        else:
+            rows.append(RawRow(where, None, ("wrong_type", f"{where}: expected an object, got {type(value).__name__}")))
+    return rows
 
 
-def load_preference_pairs(source: str | Path | list[dict[str, Any]]) -> list[PreferencePair]:
-    """Pairs from "builtin", a .jsonl / .json path or a list of dicts."""
+def _decode(path: Path, data: bytes) -> str:
+    """Whole-file UTF-8 text, or an error naming the file and the line of the bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataSourceError(f"{path}, line {line}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+
+
+def _file_rows(path: Path) -> list[RawRow]:
+    """Rows of a local file, by extension."""
+    if path.is_dir():
+        raise DataSourceError(f"{path} is a directory; pass a .jsonl, .json, .parquet or .csv file inside it")
+    if not path.is_file():
+        raise DataSourceError(f"preference data not found: {path}")
+    if path.suffix not in FILE_TYPES:
+        raise DataSourceError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_TYPES)}")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataSourceError(f"{path} is empty: no rows to read")
+    if path.suffix == ".jsonl":
+        return _jsonl_rows(path, data)
+    if path.suffix == ".json":
+        return _json_rows(path, _decode(path, data))
+    if path.suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(_decode(path, data)))
+        # line numbers as in an editor: the header is line 1
+        return [RawRow(f"{path}, line {reader.line_num}", dict(r)) for r in reader]
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from exc
+    return _table_rows(str(path), frame.to_dict("records"))
+
+
+def _json_rows(path: Path, text: str) -> list[RawRow]:
+    """A JSON file holding a list of objects (or {"data": [...]})."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataSourceError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}); "
+                              "for one object per line use the .jsonl extension") from None
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        value = value["data"]
+    if not isinstance(value, list):
+        raise DataSourceError(f"{path}: expected a JSON list of objects, got {type(value).__name__}")
+    if not value:
+        raise DataSourceError(f"{path} is empty: the JSON list has no rows")
+    return _table_rows(str(path), value)
+
+
+def _hub_rows(name: str, split: str | None) -> list[RawRow]:
+    """Rows of a hub dataset through datasets.load_dataset, with a clear message when offline."""
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(name, split=split)
+    except Exception as exc:
+        raise DataSourceError(
+            f"could not load dataset {name!r} from the Hugging Face hub: {exc}\nIf this machine is offline, "
+            "download it elsewhere and pass a local file, or set HF_DATASETS_OFFLINE=1 with a filled cache."
+        ) from exc
+    return _dataset_rows(loaded, name, split)
+
+
+def _dataset_rows(ds: Any, label: str, split: str | None) -> list[RawRow]:
+    """Rows of a datasets.Dataset, or one split of a DatasetDict (train-like split by default)."""
+    import datasets
+
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds.keys())
+        if split is None:
+            split = next((s for s in ("train_prefs", "train") if s in names), names[0])
+        if split not in names:
+            raise DataSourceError(f"{label}: no split {split!r}; available: {', '.join(names)}")
+        ds, label = ds[split], f"{label}[{split}]"
+    return _table_rows(label, ds.to_list())
+
+
+def read_rows(source: Any, split: str | None = None) -> tuple[str, list[RawRow]]:
+    """(label, rows) from "builtin", a path, a hub name, a Dataset / DatasetDict, a DataFrame or a list of dicts."""
     if isinstance(source, list):
-        return pairs_from_rows(source)
-    if str(source) == BUILTIN:
-        path = builtin_path()
-        return pairs_from_rows(_read_rows(path), source=f"builtin ({path.name})")
-    path = Path(source)
-    if path.suffix not in (".jsonl", ".json"):
-        raise ValueError(f"{path}: unsupported data file type {path.suffix!r}; use .jsonl or .json")
-    return pairs_from_rows(_read_rows(path), source=str(path))
-
-
-def split_train_eval(
-    pairs: list[PreferencePair], eval_fraction: float, seed: int,
-) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Use the rows' own train/eval split when present, else hold out a seeded fraction of the prompts.
-
-    Splitting is by prompt, so no eval prompt also occurs in training.
-    """
-    splits = {p.split for p in pairs}
-    if splits == {"train", "eval"}:
-        return [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "eval"]
-    prompts = sorted({p.prompt for p in pairs})
-    random.Random(seed).shuffle(prompts)
-    n_eval = max(1, round(len(prompts) * eval_fraction))
-    held_out = set(prompts[:n_eval])
-    return [p for p in pairs if p.prompt not in held_out], [p for p in pairs if p.prompt in held_out]
+        return "rows", _table_rows("rows", source)
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # pandas DataFrame
+        return "DataFrame", _table_rows("DataFrame", source.to_dict("records"))
+    if type(source).__module__.startswith("datasets."):
+        return "Dataset", _dataset_rows(source, "Dataset", split)
+    text = str(source)
+    if text == BUILTIN:
+        return f"builtin ({builtin_path().name})", _file_rows(builtin_path())
+    path = Path(text)
+    if path.exists() or path.suffix in FILE_TYPES or text.startswith((".", "/", "~")):
+        return str(path), _file_rows(path.expanduser())
+    return text, _hub_rows(text, split)

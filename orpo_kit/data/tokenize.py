@@ -7,9 +7,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .sources import PreferencePair
-
-MIN_COMPLETION_TOKENS = 1
+from .formats import PreferencePair, RowProblem
+from .validate import DataReport, resolve_policy
 
 
 @dataclass(frozen=True)
@@ -20,7 +19,13 @@ class TokenizedPair:
     chosen_ids: list[int]
     rejected_ids: list[int]
     origin: str = ""
-    truncated: bool = False
+    prompt_truncated: bool = False
+    completion_truncated: bool = False
+
+    @property
+    def truncated(self) -> bool:
+        """Whether any part was cut to fit the length limits."""
+        return self.prompt_truncated or self.completion_truncated
 
 
 def _ids(encoded: Any) -> list[int]:
@@ -39,29 +44,47 @@ def _completion_ids(tokenizer: Any, messages: list[dict], prompt_ids: list[int],
     return full[len(prompt_ids):]
 
 
-def tokenize_pair(
-    tokenizer: Any, pair: PreferencePair, max_length: int, max_prompt_length: int,
-) -> TokenizedPair:
-    """Render the pair with the chat template; long prompts keep their end, long completions their start."""
-    messages = [{"role": "user", "content": pair.prompt}]
+def render_ids(tokenizer: Any, pair: PreferencePair) -> tuple[list[int], list[int], list[int]]:
+    """Untruncated (prompt, chosen, rejected) ids through the chat template."""
+    messages = pair.prompt_messages
     prompt_ids = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-    chosen = _completion_ids(tokenizer, messages, prompt_ids, pair.chosen, pair.origin)
-    rejected = _completion_ids(tokenizer, messages, prompt_ids, pair.rejected, pair.origin)
-    truncated = False
-    if len(prompt_ids) > max_prompt_length:
-        prompt_ids, truncated = prompt_ids[-max_prompt_length:], True
-    room = max_length - len(prompt_ids)
-    if room < MIN_COMPLETION_TOKENS:
-        raise ValueError(f"{pair.origin}: max_length={max_length} leaves no room for the completion after a "
-                         f"{len(prompt_ids)}-token prompt; raise max_length or lower max_prompt_length")
-    if len(chosen) > room or len(rejected) > room:
-        chosen, rejected, truncated = chosen[:room], rejected[:room], True
-    return TokenizedPair(prompt_ids, chosen, rejected, origin=pair.origin, truncated=truncated)
+    return (prompt_ids, _completion_ids(tokenizer, messages, prompt_ids, pair.chosen, pair.origin),
+            _completion_ids(tokenizer, messages, prompt_ids, pair.rejected, pair.origin))
+
+
+def tokenize_pair(
+    tokenizer: Any, pair: PreferencePair, max_length: int, max_prompt_length: int, min_completion_tokens: int = 8,
+) -> TokenizedPair:
+    """Render the pair; cut long prompts from the left so each completion keeps at least
+    `min_completion_tokens` (or all of itself), then cut completions from the right to `max_length`."""
+    prompt, chosen, rejected = render_ids(tokenizer, pair)
+    cut_prompt = cut_completion = False
+    if len(prompt) > max_prompt_length:
+        prompt, cut_prompt = prompt[-max_prompt_length:], True
+    longest = max(len(chosen), len(rejected))
+    if len(prompt) + longest > max_length:
+        prompt_room = max_length - min(longest, min_completion_tokens)
+        if prompt_room < 1:
+            raise RowProblem("too_long", f"{pair.origin}: max_length={max_length} cannot hold any prompt plus "
+                                         f"{min(longest, min_completion_tokens)} completion tokens")
+        if len(prompt) > prompt_room:
+            prompt, cut_prompt = prompt[-prompt_room:], True
+        room = max_length - len(prompt)
+        chosen, rejected, cut_completion = chosen[:room], rejected[:room], True
+    return TokenizedPair(prompt, chosen, rejected, pair.origin, cut_prompt, cut_completion)
 
 
 def tokenize_pairs(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int, desc: str = "tokenizing",
+    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int,
+    min_completion_tokens: int = 8, report: DataReport | None = None, policy: str | dict | None = "default",
+    desc: str = "tokenizing",
 ) -> list[TokenizedPair]:
-    """Tokenize many pairs with a progress bar."""
-    return [tokenize_pair(tokenizer, p, max_length, max_prompt_length)
-            for p in tqdm(pairs, desc=desc, leave=False, disable=len(pairs) < 500)]
+    """Tokenize many pairs (progress bar for large sets); pairs that cannot fit are raised or dropped and counted."""
+    pol, out = resolve_policy(policy), []
+    report = report if report is not None else DataReport(source="pairs")
+    for pair in tqdm(pairs, desc=desc, leave=False, disable=len(pairs) < 2000):
+        try:
+            out.append(tokenize_pair(tokenizer, pair, max_length, max_prompt_length, min_completion_tokens))
+        except RowProblem as problem:
+            report.record(problem, pol)
+    return out

@@ -1,0 +1,114 @@
+"""Statistics of tokenized preference data, and `inspect_data`: the report behind `orpo-kit inspect-data`."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .formats import PreferencePair, RowProblem
+from .tokenize import render_ids, tokenize_pair
+from .validate import DataReport, drop_eval_overlap, load_pairs, split_train_eval
+
+
+@dataclass
+class LengthStats:
+    """Token lengths (before truncation) and what the length limits do to them."""
+
+    prompt: list[int] = field(default_factory=list)
+    chosen: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    prompt_truncated: int = 0
+    completion_truncated: int = 0
+    unique_prompts: int = 0
+
+    @property
+    def n_pairs(self) -> int:
+        """Number of pairs measured."""
+        return len(self.prompt)
+
+    @property
+    def truncation_rate(self) -> float:
+        """Share of pairs the limits cut (prompt or completion)."""
+        return (self.prompt_truncated + self.completion_truncated) / max(1, self.n_pairs)
+
+    @property
+    def length_bias(self) -> float:
+        """Share of pairs whose chosen answer is longer than the rejected one (0.5 = no bias)."""
+        return sum(c > r for c, r in zip(self.chosen, self.rejected)) / max(1, self.n_pairs)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary lines."""
+        out = [f"pairs: {self.n_pairs}, unique prompts: {self.unique_prompts}"]
+        for name in ("prompt", "chosen", "rejected"):
+            xs = sorted(getattr(self, name))
+            if xs:
+                p95 = xs[min(len(xs) - 1, int(0.95 * len(xs)))]
+                out.append(f"  {name:9s} tokens: min {xs[0]}, median {statistics.median(xs):g}, p95 {p95}, max {xs[-1]}")
+        out.append(f"truncated by the limits: {self.truncation_rate:.1%} "
+                   f"(prompts {self.prompt_truncated}, completions {self.completion_truncated})")
+        out.append(f"length bias: chosen longer than rejected in {self.length_bias:.1%} of pairs")
+        return out
+
+
+def length_stats(
+    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int, min_completion_tokens: int = 8,
+) -> LengthStats:
+    """Measure every pair through the chat template and count what the limits would cut."""
+    stats = LengthStats(unique_prompts=len({p.prompt for p in pairs}))
+    for pair in pairs:
+        prompt, chosen, rejected = render_ids(tokenizer, pair)
+        stats.prompt.append(len(prompt))
+        stats.chosen.append(len(chosen))
+        stats.rejected.append(len(rejected))
+        try:
+            tok = tokenize_pair(tokenizer, pair, max_length, max_prompt_length, min_completion_tokens)
+        except RowProblem:
+            stats.completion_truncated += 1
+            continue
+        stats.prompt_truncated += tok.prompt_truncated
+        stats.completion_truncated += tok.completion_truncated and not tok.prompt_truncated
+    return stats
+
+
+@dataclass
+class DataInspection:
+    """Everything `orpo-kit inspect-data` prints, as data (for notebooks)."""
+
+    report: DataReport
+    n_train: int
+    n_eval: int
+    stats: LengthStats | None
+    skills: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """The printed report."""
+        out = self.report.lines() + [f"split: {self.n_train} train / {self.n_eval} eval (no eval prompt in train)"]
+        if self.skills:
+            out.append("skills: " + ", ".join(f"{k} {v}" for k, v in sorted(self.skills.items())))
+        return out + (self.stats.lines() if self.stats else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        d = asdict(self)
+        d["report"]["dropped"] = dict(self.report.dropped)
+        return d
+
+
+def inspect_data(
+    source: Any, *, tokenizer: Any = None, format: str = "auto", split: str | None = None,
+    policy: str | dict | None = "default", max_length: int = 512, max_prompt_length: int = 256,
+    min_completion_tokens: int = 8, eval_fraction: float = 0.1, seed: int = 42,
+) -> DataInspection:
+    """Read, validate, split and measure a source; the same report the CLI prints."""
+    pairs, report = load_pairs(source, format=format, split=split, policy=policy)
+    train, evals = split_train_eval(pairs, eval_fraction, seed)
+    evals = drop_eval_overlap(train, evals, report, policy)
+    skills: dict[str, int] = {}
+    for p in pairs:
+        if p.skill:
+            skills[p.skill] = skills.get(p.skill, 0) + 1
+    stats = None
+    if tokenizer is not None:
+        stats = length_stats(tokenizer, train + evals, max_length, max_prompt_length, min_completion_tokens)
+    return DataInspection(report, len(train), len(evals), stats, skills)
