@@ -86,6 +86,8 @@ class ORPOConfig:
                      "max_steps", "eval_steps", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.stop_at_step is not None and self.stop_at_step < 1:
+            raise ValueError(f"stop_at_step must be at least 1 (or unset), got {self.stop_at_step}")
         if self.orpo_lambda < 0:
             raise ValueError(f"orpo_lambda must be >= 0, got {self.orpo_lambda}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):

@@ -63,28 +63,34 @@ class TrainResult:
 
     def summary(self) -> str:
         """One line: steps, final loss, eval reward accuracy before -> after."""
-        loss = self.final_train.get("loss", float("nan"))
-        acc0 = self.eval_before.get("eval_rewards/accuracies", float("nan"))
-        acc1 = self.eval_after.get("eval_rewards/accuracies", float("nan"))
+        fmt = lambda d: f"{d['eval_rewards/accuracies']:.3f}" if "eval_rewards/accuracies" in d else "n/a"  # noqa: E731
+        loss = f"{self.final_train['loss']:.4f}" if "loss" in self.final_train else "n/a"
         state = "interrupted at" if self.interrupted else "finished"
-        return (f"{state} step {self.steps}: train loss {loss:.4f}, "
-                f"eval reward accuracy {acc0:.3f} -> {acc1:.3f}")
+        after = fmt(self.eval_after) if self.eval_after else "n/a (no eval since)"
+        return f"{state} step {self.steps}: train loss {loss}, eval reward accuracy {fmt(self.eval_before)} -> {after}"
 
 
-@contextlib.contextmanager
-def defer_sigint() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so an update is never half applied."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+class SigintHold:
+    """Hold Ctrl-C during critical blocks (an update); `pending` tells the loop to stop at the next safe point."""
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Note a SIGINT instead of raising it inside the block (no-op off the main thread or if ignored)."""
+        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
+                signal.SIG_IGN, None):
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._note)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.pending = True
 
 
 def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.AdamW:
@@ -150,6 +156,8 @@ class Trainer:
         # The scheduler stays unprepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.step = 0
+        self._sigint = SigintHold()
+        self._unlogged: dict[str, float] | None = None
         self._epoch_order: tuple[int, list[int]] | None = None
 
     @property
@@ -204,7 +212,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        with defer_sigint():
+        with self._sigint.hold():
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -231,43 +239,58 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------------------
     def train(self, resume: bool = False) -> TrainResult:
-        """Run to max_steps (or resume from the latest checkpoint); Ctrl-C saves a checkpoint and returns."""
-        cfg, acc = self.cfg, self.accelerator
+        """Run to max_steps (or stop_at_step, or resume from the latest checkpoint).
+
+        Ctrl-C (terminal or notebook) finishes or discards the current step, saves a checkpoint and returns.
+        """
         start = self._resume() if resume else 0
         self._start_logs(resumed=start > 0)
         for cb in self.callbacks:
             cb.on_train_begin(self)
         result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir))
-        result.eval_before = self._eval_before(start)
         last_saved = start if result.last_checkpoint else -1
-        end = min(cfg.max_steps, cfg.stop_at_step or cfg.max_steps)
-        bar = tqdm(total=end, initial=start, desc="ORPO", disable=not acc.is_main_process, dynamic_ncols=True)
+        end = min(self.cfg.max_steps, self.cfg.stop_at_step or self.cfg.max_steps)
+        bar = tqdm(total=end, initial=start, desc="ORPO", disable=not self.accelerator.is_main_process,
+                   dynamic_ncols=True)
         try:
+            result.eval_before = self._eval_before(start)
             while self.step < end:
-                t0 = time.perf_counter()
-                record = self.train_step()
-                record["step_time"] = time.perf_counter() - t0
-                is_last = self.step == end
-                if self.step % cfg.eval_steps == 0 or is_last:
-                    record.update(self.evaluate())
-                if self.step % cfg.logging_steps == 0 or is_last or "eval_loss" in record:
-                    self._log(record)
-                if self.step % cfg.save_steps == 0 or is_last:
+                self._run_one_step(end, result)
+                if self.step % self.cfg.save_steps == 0 or self.step == end:
                     result.last_checkpoint, last_saved = self.save(), self.step
-                result.final_train = {k: v for k, v in record.items() if not k.startswith("eval_")}
-                result.eval_after = {k: v for k, v in record.items() if k.startswith("eval_")} or result.eval_after
                 bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['rewards/accuracies']:.2f}")
+                bar.set_postfix(loss=f"{result.final_train['loss']:.4f}",
+                                acc=f"{result.final_train['rewards/accuracies']:.2f}")
+                if self._sigint.pending:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             result.interrupted = True
             self.optimizer.zero_grad(set_to_none=True)
-            if last_saved != self.step:
+            if last_saved != self.step and self.step > 0:
                 result.last_checkpoint = self.save()
+            record, self._unlogged = self._unlogged, None
+            if record is not None:
+                self._log(record)  # the finished step's training record, so resumed logs have no gap
         finally:
             bar.close()
         result.steps = self.step
         self._finish(result)
         return result
+
+    def _run_one_step(self, end: int, result: TrainResult) -> None:
+        """Train one step, then evaluate and log when due (`_unlogged` holds the record until it is written)."""
+        t0 = time.perf_counter()
+        record = self.train_step()
+        record["step_time"] = time.perf_counter() - t0
+        result.final_train, self._unlogged = dict(record), dict(record)
+        is_last = self.step == end
+        if self.step % self.cfg.eval_steps == 0 or is_last:
+            record.update(self.evaluate())
+            result.eval_after = {k: v for k, v in record.items() if k.startswith("eval_")}
+        due = self.step % self.cfg.logging_steps == 0 or is_last or "eval_loss" in record
+        self._unlogged = None
+        if due:
+            self._log(record)
 
     def save(self) -> Path:
         """Write a checkpoint of the current step (main process writes; all processes wait for it)."""

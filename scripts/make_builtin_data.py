@@ -13,6 +13,34 @@ from pathlib import Path
 
 SEED = 1234
 OUT = Path(__file__).resolve().parents[1] / "orpo_kit" / "data" / "builtin" / "pairs.jsonl"
+CARD_HEAD = """# Data card: orpo_kit built-in preference pairs
+
+**What:** {n} English preference pairs (`prompt`, `chosen`, `rejected`, plus `id`, `split`, `skill`), one JSON
+object per line in `pairs.jsonl`, split {n_train} train / {n_eval} eval. No eval prompt occurs in train.
+
+**How it was made:** every text was written for orpo_kit and expanded from templates by
+`scripts/make_builtin_data.py` (seed {seed}, deterministic; a test checks the committed files equal its
+output). Nothing is copied from another dataset. Rejected answers to harmful requests go along with the
+request in words only; they contain no instructions.
+
+**Skills** (chosen vs rejected):
+- `arithmetic`: the right sum vs one off by 1 or 10;
+- `facts`: the capital city vs a large city that is not the capital;
+- `format`: one word when one word is asked for vs a rambling sentence;
+- `refusal`: a polite refusal with a safe alternative vs going along with a harmful request;
+- `concision`: one clear sentence vs the same sentence padded with filler.
+
+A small instruct model often gets the arithmetic and facts wrong or mixed, rambles when asked for one
+word, and pads answers: room for ORPO to show progress. The answers differ in few tokens for arithmetic
+and facts (a hard, realistic signal) and in many for format, refusal and concision.
+
+**License:** Apache-2.0, like orpo_kit.
+
+**Statistics** (characters; generated):
+
+| skill | train | eval | chosen chars (mean) | rejected chars (mean) |
+|---|---|---|---|---|
+"""
 EVAL_SHARE = 0.2
 
 CAPITALS = [
@@ -162,7 +190,19 @@ def main() -> None:
     with OUT.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps({k: row[k] for k in ("id", "split", "skill", "prompt", "chosen", "rejected")}) + "\n")
+    write_card(rows, n_eval)
     print(f"wrote {len(rows)} pairs ({n_eval} eval) to {OUT.name}")
+
+
+def write_card(rows: list[dict], n_eval: int) -> None:
+    """DATA_CARD.md beside the pairs, with statistics computed from them."""
+    lines = [CARD_HEAD.format(n=len(rows), n_train=len(rows) - n_eval, n_eval=n_eval, seed=SEED)]
+    for skill in sorted({r["skill"] for r in rows}):
+        group = [r for r in rows if r["skill"] == skill]
+        mean = lambda key: sum(len(r[key]) for r in group) / len(group)  # noqa: E731
+        n_tr = sum(r["split"] == "train" for r in group)
+        lines.append(f"| {skill} | {n_tr} | {len(group) - n_tr} | {mean('chosen'):.0f} | {mean('rejected'):.0f} |\n")
+    OUT.with_name("DATA_CARD.md").write_text("".join(lines), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -29,10 +29,14 @@ RUN_TIMEOUT = 120  # seconds per process; a tiny run takes about 6 s
 
 
 def _env() -> dict[str, str]:
-    """The parent's environment, offline and unbuffered, so runs are reproducible and logs complete."""
+    """The parent's environment, offline and unbuffered, one thread per run.
+
+    One thread: on a busy 2-core machine a 2-thread torch run is about 3x slower (OpenMP threads wait on
+    each other), and it lets two runs go side by side. Every compared run uses the same setting.
+    """
     env = dict(os.environ)
     env.update(PYTHONUNBUFFERED="1", PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
@@ -44,12 +48,31 @@ def _train_cmd(run_dir: Path, max_steps: int, *overrides: str, resume: bool = Fa
     return [*cmd, "device=cpu", *overrides]
 
 
+def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+    """Start a run with stdout/stderr in LOG.out / LOG.err (tqdm output could fill a pipe and block it).
+
+    preexec_fn: a shell without job control starts background jobs with SIGINT ignored, and an ignored
+    SIGINT is inherited; a run needs the default handler to see Ctrl-C at all.
+    """
+    with log.with_suffix(".out").open("w") as fo, log.with_suffix(".err").open("w") as fe:
+        return subprocess.Popen(cmd, stdout=fo, stderr=fe, env=_env(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _wait(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
+    """Wait for a run started by `_start`: (exit status, stdout)."""
+    try:
+        rc = proc.wait(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"{proc.args} ran past {RUN_TIMEOUT} s:\n{_tail(log.with_suffix('.err'))}")
+    return rc, log.with_suffix(".out").read_text()
+
+
 def _run(cmd: list[str], log: Path) -> tuple[int, str]:
-    """Run to the end with stdout/stderr in files (tqdm output would fill a pipe); (exit status, stdout)."""
-    out, err = log.with_suffix(".out"), log.with_suffix(".err")
-    with out.open("w") as fo, err.open("w") as fe:
-        rc = subprocess.run(cmd, stdout=fo, stderr=fe, env=_env(), timeout=RUN_TIMEOUT).returncode
-    return rc, out.read_text()
+    """Run to the end: (exit status, stdout)."""
+    return _wait(_start(cmd, log), log)
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -107,11 +130,14 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     common = ["logging_steps=1", f"eval_steps={K}", f"save_steps={K}"]
     run_a, run_b = tmp_path / "straight", tmp_path / "resumed"
 
-    rc, _ = _run(_train_cmd(run_a, 2 * K, *common), tmp_path / "a")
-    assert rc == 0, _tail(tmp_path / "a.err")
-
-    # Part 1: same max_steps (so the same LR schedule), but stop after step K.
-    rc, _ = _run(_train_cmd(run_b, 2 * K, *common, f"stop_at_step={K}"), tmp_path / "b1")
+    # Run A (straight) and part 1 of run B side by side. Part 1: same max_steps (so the same LR
+    # schedule), but stop after step K.
+    proc_a = _start(_train_cmd(run_a, 2 * K, *common), tmp_path / "a")
+    try:
+        rc, _ = _run(_train_cmd(run_b, 2 * K, *common, f"stop_at_step={K}"), tmp_path / "b1")
+    finally:
+        rc_a, _ = _wait(proc_a, tmp_path / "a")
+    assert rc_a == 0, _tail(tmp_path / "a.err")
     assert rc == 0, _tail(tmp_path / "b1.err")
     ckpt = latest_checkpoint(run_b)
     assert ckpt is not None and _ckpt_step(ckpt) == K, f"part 1 should end with a checkpoint at step {K}: {ckpt}"
@@ -148,26 +174,22 @@ def test_sigint_saves_checkpoint_and_resumes(tmp_path: Path) -> None:
     # warmup_steps=1: the resumed steps are past warm-up, where the LR shows which schedule length is used
     overrides = ["logging_steps=1", f"eval_steps={big}", f"save_steps={big}", "warmup_steps=1"]
     out, err = tmp_path / "first.out", tmp_path / "first.err"
-    with out.open("w") as fo, err.open("w") as fe:
-        # preexec_fn: a shell without job control starts background jobs with SIGINT ignored, and an
-        # ignored SIGINT is inherited; the child needs the default handler to see Ctrl-C at all.
-        proc = subprocess.Popen(_train_cmd(run, max_steps, *overrides), stdout=fo, stderr=fe, env=_env(),
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = _start(_train_cmd(run, max_steps, *overrides), tmp_path / "first")
+    try:
+        deadline = time.monotonic() + 90
+        while not any(r.get("step", 0) >= 3 and "loss" in r for r in _metrics(run)):
+            assert proc.poll() is None, f"training ended early ({proc.returncode}):\n{_tail(err)}"
+            assert time.monotonic() < deadline, f"no step 3 within 90 s:\n{_tail(err)}"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
         try:
-            deadline = time.monotonic() + 90
-            while not any(r.get("step", 0) >= 3 and "loss" in r for r in _metrics(run)):
-                assert proc.poll() is None, f"training ended early ({proc.returncode}):\n{_tail(err)}"
-                assert time.monotonic() < deadline, f"no step 3 within 90 s:\n{_tail(err)}"
-                time.sleep(0.1)
-            proc.send_signal(signal.SIGINT)
-            try:
-                rc = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"still running 60 s after SIGINT:\n{_tail(err)}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after SIGINT:\n{_tail(err)}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert rc == 130, f"exit status {rc}:\n{_tail(err)}"
 
     ckpt = latest_checkpoint(run)

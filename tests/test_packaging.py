@@ -49,7 +49,9 @@ def test_builtin_pairs_equal_their_generator_output(tmp_path: Path) -> None:
     script = _load_script("make_builtin_data")
     script.OUT = tmp_path / "pairs.jsonl"
     script.main()
-    assert script.OUT.read_text() == (ROOT / "orpo_kit" / "data" / "builtin" / "pairs.jsonl").read_text()
+    shipped = ROOT / "orpo_kit" / "data" / "builtin"
+    assert script.OUT.read_text() == (shipped / "pairs.jsonl").read_text()
+    assert script.OUT.with_name("DATA_CARD.md").read_text() == (shipped / "DATA_CARD.md").read_text()
 
 
 def test_tiny_tokenizer_equals_its_build_script_output(tmp_path: Path) -> None:

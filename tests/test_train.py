@@ -124,3 +124,22 @@ def test_lora_run_saves_only_the_adapter_and_resumes(tmp_path: Path) -> None:
 def test_too_little_data_is_refused_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fewer than one optimizer step needs"):
         tiny(tmp_path, max_train_pairs=3)
+
+
+def test_ctrl_c_during_an_update_finishes_logs_and_saves_that_step(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    trainer = tiny(tmp_path, logging_steps=1, save_steps=100, max_eval_pairs=8)
+    real_step = trainer.optimizer.step
+
+    def step_with_ctrl_c(*args, **kwargs):
+        if trainer.step == 2:  # during the update that makes step 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*args, **kwargs)
+
+    trainer.optimizer.step = step_with_ctrl_c
+    result = trainer.train()
+    assert result.interrupted and result.steps == 3
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [0, 1, 2, 3]
+    assert ckpt.latest_checkpoint(tmp_path / "run") == ckpt.checkpoint_path(tmp_path / "run", 3)
