@@ -33,6 +33,11 @@ class ORPOConfig:
     lora_dropout: float = 0.0
     lora_target_modules: Any = "all-linear"
     gradient_checkpointing: bool = False
+    # 4-bit QLoRA (bitsandbytes NF4); implies LoRA
+    load_in_4bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str = "bfloat16"  # bfloat16 | float16 | float32
     # Data
     data: str = "builtin"  # "builtin", a .jsonl / .json / .parquet / .csv file, or a hub dataset name
     eval_data: str | None = None  # None: the data's own eval split, else a seeded held-out fraction
@@ -84,6 +89,9 @@ class ORPOConfig:
             raise ValueError(f"nll_tokens must be one of {NLL_TOKEN_CHOICES}, got {self.nll_tokens!r}")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
                      "max_steps", "eval_steps", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_length", "max_prompt_length", "min_completion_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.stop_at_step is not None and self.stop_at_step < 1:

@@ -204,6 +204,16 @@ def normalize_row(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, 
             raise RowProblem("empty_completion", f"{where}, field {name!r}: empty completion")
     if chosen == rejected:
         raise RowProblem("identical", f"{where}: 'chosen' and 'rejected' are identical, so the pair teaches nothing")
-    score = lambda k: float(values[k]) if isinstance(values.get(k), (int, float)) else None  # noqa: E731
     return PreferencePair(prompt, chosen, rejected, origin=where, split=values.get("split"), skill=values.get("skill"),
-                          score_chosen=score("score_chosen"), score_rejected=score("score_rejected"))
+                          score_chosen=_score(values, "score_chosen"), score_rejected=_score(values, "score_rejected"))
+
+
+def _score(values: dict[str, Any], name: str) -> float | None:
+    """A numeric score (numbers, or numeric strings as CSV gives them); None when absent or not a number."""
+    value = values.get(name)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None

@@ -62,13 +62,28 @@ def _jsonl_rows(path: Path, data: bytes) -> list[RawRow]:
     return rows
 
 
+def _plain(value: Any) -> Any:
+    """Table cells as plain Python: arrays to lists (Parquet message lists), NaN / NA to None (missing)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
+
+
 def _table_rows(label: str, records: list[Any]) -> list[RawRow]:
     """Rows of a table (0-based); non-mapping rows become row problems."""
     rows = []
     for i, value in enumerate(records):
         where = f"{label}, row {i} (counting from 0)"
         if isinstance(value, dict):
-            rows.append(RawRow(where, dict(value)))
+            rows.append(RawRow(where, {k: _plain(v) for k, v in value.items()}))
         else:
             rows.append(RawRow(where, None, ("wrong_type", f"{where}: expected an object, got {type(value).__name__}")))
     return rows
@@ -91,7 +106,7 @@ def _file_rows(path: Path) -> list[RawRow]:
         raise DataSourceError(f"preference data not found: {path}")
     if path.suffix not in FILE_TYPES:
         raise DataSourceError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_TYPES)}")
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
     if not data.strip():
         raise DataSourceError(f"{path} is empty: no rows to read")
     if path.suffix == ".jsonl":
@@ -99,9 +114,7 @@ def _file_rows(path: Path) -> list[RawRow]:
     if path.suffix == ".json":
         return _json_rows(path, _decode(path, data))
     if path.suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(_decode(path, data)))
-        # line numbers as in an editor: the header is line 1
-        return [RawRow(f"{path}, line {reader.line_num}", dict(r)) for r in reader]
+        return _csv_rows(path, _decode(path, data))
     import pandas as pd
 
     try:
@@ -109,6 +122,16 @@ def _file_rows(path: Path) -> list[RawRow]:
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from exc
     return _table_rows(str(path), frame.to_dict("records"))
+
+
+def _csv_rows(path: Path, text: str) -> list[RawRow]:
+    """CSV rows named by the editor line where each starts (the header is line 1)."""
+    reader = csv.DictReader(io.StringIO(text))
+    rows, start = [], 2
+    for row in reader:
+        rows.append(RawRow(f"{path}, line {start}", dict(row)))
+        start = reader.line_num + 1
+    return rows
 
 
 def _json_rows(path: Path, text: str) -> list[RawRow]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .formats import PreferencePair, RowProblem
 from .tokenize import render_ids, tokenize_pair
-from .validate import DataReport, drop_eval_overlap, load_pairs, split_train_eval
+from .validate import DataReport, drop_eval_overlap, load_pairs, resolve_policy, split_train_eval
 
 
 @dataclass
@@ -37,14 +37,21 @@ class LengthStats:
         """Share of pairs whose chosen answer is longer than the rejected one (0.5 = no bias)."""
         return sum(c > r for c, r in zip(self.chosen, self.rejected)) / max(1, self.n_pairs)
 
+    def summary(self, name: str) -> dict[str, float]:
+        """n, min, median, p95 and max of the prompt, chosen or rejected token lengths."""
+        xs = sorted(getattr(self, name))
+        if not xs:
+            return {"n": 0}
+        p95 = xs[min(len(xs) - 1, int(0.95 * len(xs)))]
+        return {"n": len(xs), "min": xs[0], "median": statistics.median(xs), "p95": p95, "max": xs[-1]}
+
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
         out = [f"pairs: {self.n_pairs}, unique prompts: {self.unique_prompts}"]
         for name in ("prompt", "chosen", "rejected"):
-            xs = sorted(getattr(self, name))
-            if xs:
-                p95 = xs[min(len(xs) - 1, int(0.95 * len(xs)))]
-                out.append(f"  {name:9s} tokens: min {xs[0]}, median {statistics.median(xs):g}, p95 {p95}, max {xs[-1]}")
+            s = self.summary(name)
+            if s["n"]:
+                out.append(f"  {name:9s} tokens: min {s['min']}, median {s['median']:g}, p95 {s['p95']}, max {s['max']}")
         out.append(f"truncated by the limits: {self.truncation_rate:.1%} "
                    f"(prompts {self.prompt_truncated}, completions {self.completion_truncated})")
         out.append(f"length bias: chosen longer than rejected in {self.length_bias:.1%} of pairs")
@@ -53,9 +60,12 @@ class LengthStats:
 
 def length_stats(
     tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int, min_completion_tokens: int = 8,
+    report: DataReport | None = None, policy: str | dict | None = "default",
 ) -> LengthStats:
-    """Measure every pair through the chat template and count what the limits would cut."""
-    stats = LengthStats(unique_prompts=len({p.prompt for p in pairs}))
+    """Measure every pair through the chat template and count what the limits would cut (pairs that cannot
+    fit at all are raised or dropped into the report, as training would)."""
+    stats, pol = LengthStats(unique_prompts=len({p.prompt for p in pairs})), resolve_policy(policy)
+    report = report if report is not None else DataReport(source="pairs")
     for pair in pairs:
         prompt, chosen, rejected = render_ids(tokenizer, pair)
         stats.prompt.append(len(prompt))
@@ -63,8 +73,8 @@ def length_stats(
         stats.rejected.append(len(rejected))
         try:
             tok = tokenize_pair(tokenizer, pair, max_length, max_prompt_length, min_completion_tokens)
-        except RowProblem:
-            stats.completion_truncated += 1
+        except RowProblem as problem:
+            report.record(problem, pol)
             continue
         stats.prompt_truncated += tok.prompt_truncated
         stats.completion_truncated += tok.completion_truncated and not tok.prompt_truncated
@@ -92,6 +102,10 @@ class DataInspection:
         """JSON-ready form."""
         d = asdict(self)
         d["report"]["dropped"] = dict(self.report.dropped)
+        if self.stats is not None:  # summaries, not one number per pair
+            d["stats"] = {**{k: self.stats.summary(k) for k in ("prompt", "chosen", "rejected")},
+                          "truncation_rate": self.stats.truncation_rate, "length_bias": self.stats.length_bias,
+                          "unique_prompts": self.stats.unique_prompts}
         return d
 
 
@@ -110,5 +124,6 @@ def inspect_data(
             skills[p.skill] = skills.get(p.skill, 0) + 1
     stats = None
     if tokenizer is not None:
-        stats = length_stats(tokenizer, train + evals, max_length, max_prompt_length, min_completion_tokens)
+        stats = length_stats(tokenizer, train + evals, max_length, max_prompt_length, min_completion_tokens,
+                             report=report, policy=policy)
     return DataInspection(report, len(train), len(evals), stats, skills)

@@ -57,6 +57,8 @@ def tokenize_pair(
 ) -> TokenizedPair:
     """Render the pair; cut long prompts from the left so each completion keeps at least
     `min_completion_tokens` (or all of itself), then cut completions from the right to `max_length`."""
+    if min(max_length, max_prompt_length, min_completion_tokens) < 1:
+        raise ValueError("max_length, max_prompt_length and min_completion_tokens must be at least 1")
     prompt, chosen, rejected = render_ids(tokenizer, pair)
     cut_prompt = cut_completion = False
     if len(prompt) > max_prompt_length:

@@ -34,6 +34,7 @@ DEFAULT_POLICY: dict[str, str] = {
                            "eval_overlap")},
 }
 EXAMPLES_PER_KIND = 3
+AFTER_LOAD = ("too_long", "eval_overlap")  # found after reading: at splitting and tokenizing
 
 
 def resolve_policy(policy: str | dict[str, str] | None) -> dict[str, str]:
@@ -68,6 +69,8 @@ class DataReport:
         if policy.get(problem.kind, "raise") == "raise":
             raise problem
         self.dropped[problem.kind] += 1
+        if problem.kind in AFTER_LOAD and self.kept > 0:
+            self.kept -= 1  # these pairs were counted as kept when the source was read
         self.examples.setdefault(problem.kind, [])
         if len(self.examples[problem.kind]) < EXAMPLES_PER_KIND:
             self.examples[problem.kind].append(str(problem))
@@ -99,14 +102,18 @@ def load_pairs(
     label, rows = read_rows(source, split=split)
     report = DataReport(source=label, rows_read=len(rows))
     good = [r for r in rows if r.values is not None]
-    if format == "auto":
-        if not good:
-            raise RowProblem(*rows[0].problem) if rows else DataSourceError(f"{label}: no rows")
-        format = detect_format({k for r in good[:50] for k in r.values}, good[0].values)
-    elif format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)} or auto")
+    if not good:
+        raise RowProblem(*rows[0].problem) if rows else DataSourceError(f"{label}: no rows")
+    columns = {k for r in good[:50] for k in r.values}
+    try:
+        if format == "auto":
+            format = "mapped" if column_map else detect_format(columns, good[0].values)
+        elif format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)} or auto")
+        cmap = resolve_column_map(columns, column_map) if format == "mapped" else None
+    except ValueError as exc:
+        raise DataSourceError(f"{label}: {exc}") from None
     report.format = format
-    cmap = resolve_column_map({k for r in good[:50] for k in r.values}, column_map) if format == "mapped" else None
     pairs, seen = [], set()
     for row in rows:
         try:

