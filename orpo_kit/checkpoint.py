@@ -41,6 +41,26 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+BEST_FILE = "best.json"  # names the best checkpoint by the eval metric; that checkpoint is never pruned
+
+
+def best_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint named best (by the configured eval metric), if it still exists."""
+    pointer = Path(run_dir) / CHECKPOINTS / BEST_FILE
+    if not pointer.is_file():
+        return None
+    path = Path(run_dir) / CHECKPOINTS / json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    return path if (path / STATE_FILE).is_file() else None
+
+
+def mark_best(run_dir: str | Path, checkpoint: Path, metric: str, value: float) -> None:
+    """Record `checkpoint` as the best one (atomic write)."""
+    pointer = Path(run_dir) / CHECKPOINTS / BEST_FILE
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"checkpoint": checkpoint.name, "metric": metric, "value": value}), encoding="utf-8")
+    os.replace(tmp, pointer)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint, or None."""
     found = list_checkpoints(run_dir)
@@ -141,8 +161,10 @@ def _fsync_dir(folder: Path) -> None:
 
 def _prune(run_dir: Path, keep_last: int) -> None:
     """Delete old checkpoints and leftovers of interrupted saves by other processes."""
+    best = best_checkpoint(run_dir)
     for old in list_checkpoints(run_dir)[: -(keep_last + 1)]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != best:
+            shutil.rmtree(old, ignore_errors=True)
     for leftover in (run_dir / CHECKPOINTS).glob(".tmp-*"):
         if not leftover.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(leftover, ignore_errors=True)

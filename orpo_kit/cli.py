@@ -54,6 +54,43 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_parser(sub: argparse._SubParsersAction) -> None:
+    """Flags of `orpo-kit generate`."""
+    p = sub.add_parser("generate", help="answers of a trained run, base and tuned side by side")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", action="append", help="a user prompt (repeatable; default: 5 eval prompts)")
+    p.add_argument("--checkpoint", default="best", help="best (default), latest, or a checkpoint folder")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Print base vs tuned answers."""
+    from .runs import load_run, side_by_side
+    from .train import load_train_eval
+
+    run = load_run(args.run_dir, args.checkpoint)
+    prompts = args.prompt or [p.prompt for p in load_train_eval(run.cfg)[1][:5]]
+    rows = side_by_side(run, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_p=args.top_p)
+    print(f"checkpoint: {run.checkpoint}")
+    for row in rows:
+        print(f"\n### {row['prompt']}\n--- base : {row['base']}\n--- tuned: {row['tuned']}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge and say where the model went."""
+    import torch
+
+    from .runs import merge_run
+
+    out = merge_run(args.run_dir, args.out_dir, args.checkpoint, dtype=getattr(torch, args.dtype))
+    print(f"merged model saved to {out} (load with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
     parser = argparse.ArgumentParser(prog="orpo-kit", description="ORPO preference optimization, explained and fast.")
@@ -62,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     sub.add_parser("presets", help="list the shipped presets")
     _inspect_parser(sub)
+    _generate_parser(sub)
+    m = sub.add_parser("merge", help="merge a LoRA run into full weights loadable by plain transformers")
+    m.add_argument("run_dir")
+    m.add_argument("out_dir")
+    m.add_argument("--checkpoint", default="best", help="best (default), latest, or a checkpoint folder")
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     return parser
 
 
@@ -106,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "inspect-data":
             return run_inspect(args)
+        if args.command == "generate":
+            return run_generate(args)
+        if args.command == "merge":
+            return run_merge(args)
         return run_train(args)
     except (ValueError, OSError, FloatingPointError) as exc:
         print(f"orpo-kit {args.command}: error: {exc}", file=sys.stderr)

@@ -75,7 +75,9 @@ class ORPOConfig:
     eval_steps: int = 50  # also evaluates before the first step and at the end
     logging_steps: int = 1
     save_steps: int = 50
-    save_total_limit: int = 2  # checkpoints kept besides the newest
+    save_total_limit: int = 2  # checkpoints kept besides the newest (and the best)
+    metric_for_best_model: str = "eval_rewards/accuracies"  # names checkpoints/best.json
+    greater_is_better: bool = True
     output_dir: str = "runs/orpo"
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
     # Runtime

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -148,7 +149,8 @@ class Trainer:
         self._check_data_size()
         if self.data_report.dropped and self.accelerator.is_main_process:
             print("\n".join(self.data_report.lines()))
-        model = model if model is not None else load_model(cfg)
+        model = model if model is not None else load_model(cfg, self.tokenizer)
+        _guard_if_4bit(model)
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * cfg.max_steps)
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
@@ -158,6 +160,8 @@ class Trainer:
         self.step = 0
         self._sigint = SigintHold()
         self._unlogged: dict[str, float] | None = None
+        self._last_eval: tuple[int, dict[str, float]] = (-1, {})
+        self._best_value: float | None = None
         self._epoch_order: tuple[int, list[int]] | None = None
 
     @property
@@ -287,6 +291,7 @@ class Trainer:
         if self.step % self.cfg.eval_steps == 0 or is_last:
             record.update(self.evaluate())
             result.eval_after = {k: v for k, v in record.items() if k.startswith("eval_")}
+            self._last_eval = (self.step, result.eval_after)
         due = self.step % self.cfg.logging_steps == 0 or is_last or "eval_loss" in record
         self._unlogged = None
         if due:
@@ -301,8 +306,25 @@ class Trainer:
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
                                         self.tokenizer, self.optimizer, self.scheduler, state,
                                         keep_last=self.cfg.save_total_limit)
+            self._maybe_mark_best(path)
         self.accelerator.wait_for_everyone()
         return path
+
+    def _maybe_mark_best(self, path: Path) -> None:
+        """Name this checkpoint best when the eval at its step beats every earlier one."""
+        step, metrics = self._last_eval
+        value = metrics.get(self.cfg.metric_for_best_model)
+        if step != self.step or value is None:
+            return
+        if self._best_value is None:
+            best = ckpt.best_checkpoint(self.run_dir)
+            if best is not None:
+                self._best_value = json.loads((best.parent / ckpt.BEST_FILE).read_text())["value"]
+        better = self._best_value is None or (value > self._best_value if self.cfg.greater_is_better
+                                              else value < self._best_value)
+        if better:
+            self._best_value = value
+            ckpt.mark_best(self.run_dir, path, self.cfg.metric_for_best_model, value)
 
     def _resume(self) -> int:
         """Load the latest checkpoint of the run directory; returns its step (0 when there is none)."""
@@ -360,6 +382,14 @@ class Trainer:
             self.accelerator.end_training()
         for cb in self.callbacks:
             cb.on_train_end(self, result)
+
+
+def _guard_if_4bit(model: torch.nn.Module) -> None:
+    """Models with bitsandbytes 4-bit layers get the CPU repack guard, however they were loaded."""
+    if "bitsandbytes" in sys.modules:
+        from .models.quantize import guard_4bit_layers
+
+        guard_4bit_layers(model)
 
 
 def _prepare_output_dir(path: str) -> Path:

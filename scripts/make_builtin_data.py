@@ -27,11 +27,14 @@ request in words only; they contain no instructions.
 - `arithmetic`: the right sum vs one off by 1 or 10;
 - `facts`: the capital city vs a large city that is not the capital;
 - `format`: one word when one word is asked for vs a rambling sentence;
+- `instructions`: an answer in the requested form (capital letters, lowercase, a prefix or suffix, quotes, a
+  bullet) vs the same plain sentence that ignores the request;
 - `refusal`: a polite refusal with a safe alternative vs going along with a harmful request;
 - `concision`: one clear sentence vs the same sentence padded with filler.
 
-A small instruct model often gets the arithmetic and facts wrong or mixed, rambles when asked for one
-word, and pads answers: room for ORPO to show progress. The answers differ in few tokens for arithmetic
+A small instruct model often gets the arithmetic wrong or mixed, and it prefers the plain sentence over
+the requested form in nearly every `instructions` pair (SmolLM2-135M-Instruct: 0 of 69 in a probe): room
+for ORPO to show progress. The answers differ in few tokens for arithmetic
 and facts (a hard, realistic signal) and in many for format, refusal and concision.
 
 **License:** Apache-2.0, like orpo_kit.
@@ -136,6 +139,67 @@ PADDING = (
 )
 
 
+# Simple questions with full-sentence answers, for instruction following (the instruction decides the form).
+BASIC_QA = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("What do bees make?", "Bees make honey."),
+    ("How many days are in a week?", "There are seven days in a week."),
+    ("What color is the sky on a clear day?", "The sky is blue on a clear day."),
+    ("Which planet do we live on?", "We live on planet Earth."),
+    ("What is frozen water called?", "Frozen water is called ice."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+    ("Which animal says meow?", "A cat says meow."),
+    ("How many legs does a dog have?", "A dog has four legs."),
+    ("What do plants need to grow?", "Plants need light, water and air to grow."),
+    ("What is the largest ocean?", "The Pacific is the largest ocean."),
+    ("What do cows drink?", "Cows drink water."),
+    ("How many hours are in a day?", "There are twenty-four hours in a day."),
+    ("What season comes after summer?", "Autumn comes after summer."),
+    ("What do we use to see?", "We use our eyes to see."),
+    ("Where do fish live?", "Fish live in water."),
+    ("What is the boiling point of water at sea level?", "Water boils at one hundred degrees Celsius at sea level."),
+    ("Which star is closest to Earth?", "The Sun is the star closest to Earth."),
+    ("What gas do we breathe in to live?", "We breathe in oxygen to live."),
+    ("How many continents are there?", "There are seven continents."),
+    ("What is the color of a ripe banana?", "A ripe banana is yellow."),
+    ("What tool do we use to cut paper?", "We use scissors to cut paper."),
+    ("What do caterpillars turn into?", "Caterpillars turn into butterflies."),
+    ("How many months are in a year?", "There are twelve months in a year."),
+    ("What is the main language spoken in Brazil?", "The main language of Brazil is Portuguese."),
+    ("Which organ pumps blood through the body?", "The heart pumps blood through the body."),
+    ("What is the fastest land animal?", "The cheetah is the fastest land animal."),
+    ("What is the tallest animal?", "The giraffe is the tallest animal."),
+    ("What do you call a baby cat?", "A baby cat is called a kitten."),
+    ("How many sides does a triangle have?", "A triangle has three sides."),
+    ("Which instrument has black and white keys?", "The piano has black and white keys."),
+    ("What falls from the sky when it snows?", "Snowflakes fall from the sky when it snows."),
+    ("What is the freezing point of water?", "Water freezes at zero degrees Celsius."),
+    ("Which direction does the Sun rise from?", "The Sun rises in the east."),
+    ("What do you call a group of wolves?", "A group of wolves is called a pack."),
+    ("Which metal is liquid at room temperature?", "Mercury is liquid at room temperature."),
+    ("What is the largest planet in our solar system?", "Jupiter is the largest planet in our solar system."),
+    ("How many players are on a soccer team on the field?", "A soccer team has eleven players on the field."),
+    ("What do pandas mostly eat?", "Pandas mostly eat bamboo."),
+    ("What is the hardest natural material?", "Diamond is the hardest natural material."),
+]
+# Requested forms: (instruction appended to the question, how the compliant answer looks). The rejected
+# answer is the plain sentence, which ignores the request.
+INSTRUCTIONS = [
+    ("Answer in capital letters only.", str.upper),
+    ("Answer in lowercase letters only.", str.lower),
+    ("End your answer with the word DONE.", lambda a: f"{a} DONE"),
+    ("Start your answer with 'Answer:'.", lambda a: f"Answer: {a}"),
+    ("Put your answer in quotation marks.", lambda a: f'"{a}"'),
+    ("Answer as a bullet point.", lambda a: f"- {a}"),
+]
+
+
+def instructions() -> list[dict]:
+    """Instruction following: the chosen answer takes the requested form, the rejected one ignores it."""
+    return [dict(skill="instructions", prompt=f"{q} {how}", chosen=form(a), rejected=a)
+            for q, a in BASIC_QA for how, form in INSTRUCTIONS]
+
+
 def arithmetic(rng: random.Random, n: int) -> list[dict]:
     """Addition questions; rejected answers are off by one or by ten."""
     seen, rows = set(), []
@@ -180,7 +244,7 @@ def concise() -> list[dict]:
 def main() -> None:
     """Build, shuffle and split the pairs; write one JSON object per line."""
     rng = random.Random(SEED)
-    rows = arithmetic(rng, 120) + capitals() + one_word(rng) + refusals() + concise()
+    rows = arithmetic(rng, 120) + capitals() + one_word(rng) + refusals() + concise() + instructions()
     rng.shuffle(rows)
     n_eval = round(len(rows) * EVAL_SHARE)
     for i, row in enumerate(rows):

@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import os
 import shutil
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM, PreTrainedModel
 
 from ..config import ORPOConfig
+from .chat_template import ensure_chat_template, fit_embeddings, trainable_token_targets
 
 TINY = "tiny"
 TINY_DEFAULTS: dict[str, Any] = dict(
@@ -89,10 +91,9 @@ def load_tokenizer(cfg: ORPOConfig) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except OSError as exc:
         raise _offline_hint(name, exc) from exc
+    ensure_chat_template(tokenizer)  # base models get ChatML and its tokens
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not tokenizer.chat_template:
-        raise ValueError(f"tokenizer {name!r} has no chat template; set one before training")
     return tokenizer
 
 
@@ -105,28 +106,41 @@ def build_tiny_model(overrides: dict[str, Any] | None = None, seed: int = 0) -> 
         return MistralForCausalLM(config)
 
 
-def load_model(cfg: ORPOConfig) -> PreTrainedModel:
-    """The base model of the run (fp32 unless mixed precision is asked for), with LoRA when configured."""
-    if cfg.model_name_or_path == TINY:
+def load_model(cfg: ORPOConfig, tokenizer: Any = None) -> PreTrainedModel:
+    """The base model of the run: fp32, or 4-bit NF4 (QLoRA); embeddings grown for new chat tokens; LoRA."""
+    if cfg.load_in_4bit:
+        from .quantize import load_4bit_model
+
+        if not cfg.use_lora:
+            raise ValueError("4-bit weights cannot be trained directly: set use_lora=true (QLoRA)")
+        source = TINY if cfg.model_name_or_path == TINY else resolve_model_source(cfg.model_name_or_path)
+        model = load_4bit_model(source, cfg)
+    elif cfg.model_name_or_path == TINY:
         model = build_tiny_model(cfg.model_config_overrides, seed=cfg.seed)
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                resolve_model_source(cfg.model_name_or_path), dtype=torch.float32, trust_remote_code=cfg.trust_remote_code,
-                attn_implementation=cfg.attn_implementation, use_safetensors=True,
+                resolve_model_source(cfg.model_name_or_path), dtype=torch.float32,
+                trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
+                use_safetensors=True,
             )
         except OSError as exc:
             raise _offline_hint(cfg.model_name_or_path, exc) from exc
     model.config.use_cache = False
-    if cfg.gradient_checkpointing:
+    new_ids = fit_embeddings(model, tokenizer) if tokenizer is not None else []
+    if cfg.gradient_checkpointing and not cfg.load_in_4bit:  # prepare_model_for_kbit_training does it for 4-bit
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return apply_lora(model, cfg) if cfg.use_lora else model
+    return apply_lora(model, cfg, new_ids) if cfg.use_lora else model
 
 
-def apply_lora(model: PreTrainedModel, cfg: ORPOConfig) -> Any:
-    """Wrap the model with peft LoRA adapters on the configured modules (all linear layers by default)."""
+def apply_lora(model: PreTrainedModel, cfg: ORPOConfig, new_token_ids: list[int] | None = None) -> Any:
+    """Wrap the model with peft LoRA on the configured modules (all linear layers by default); rows of newly
+    added tokens train too (peft trainable tokens), so they do not stay frozen random vectors."""
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
+                      trainable_token_indices=trainable_token_targets(model, new_token_ids or []))
+    with warnings.catch_warnings():  # peft calls a transformers property deprecated in v5 (not our code)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)

@@ -1,0 +1,59 @@
+"""Chat templates: use the model's own; give a base model without one ChatML and its special tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+
+
+def ensure_chat_template(tokenizer: Any) -> list[int]:
+    """Set ChatML on a tokenizer without a chat template; returns the ids of tokens it had to add."""
+    if tokenizer.chat_template:
+        return []
+    before = len(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(CHATML_TOKENS)})
+    tokenizer.chat_template = CHATML
+    tokenizer.eos_token = "<|im_end|>"  # generation ends at the end of the assistant turn
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return sorted(i for i in tokenizer.convert_tokens_to_ids(list(CHATML_TOKENS)) if i >= before)
+
+
+def fit_embeddings(model: Any, tokenizer: Any) -> list[int]:
+    """Grow the embeddings (rounded up to a multiple of 64) when the tokenizer has more tokens than the
+    model; new rows start at the mean embedding. Returns the new token ids that need training."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= rows:
+        return []
+    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return list(range(rows, len(tokenizer)))
+
+
+def trainable_token_targets(model: Any, token_ids: list[int]) -> dict[str, list[int]] | None:
+    """peft `trainable_token_indices` for new tokens: their input rows, and their output rows when untied."""
+    if not token_ids:
+        return None
+    targets = {"embed_tokens": list(token_ids)}
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is not None and out.weight.data_ptr() != inp.weight.data_ptr():
+        targets["lm_head"] = list(token_ids)
+    return targets
+
+
+@torch.no_grad()
+def new_rows(model: Any, token_ids: list[int]) -> torch.Tensor:
+    """The current input-embedding rows of the given tokens (for checks that they train)."""
+    return model.get_input_embeddings().weight[token_ids].detach().clone()

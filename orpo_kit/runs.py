@@ -1,0 +1,139 @@
+"""Use a finished run: load it back in one call, chat with it (base vs tuned), merge LoRA into full weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from . import checkpoint as ckpt
+from .config import ORPOConfig
+from .train import CONFIG_FILE
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with its tokenizer and the config it was trained with."""
+
+    model: Any
+    tokenizer: Any
+    cfg: ORPOConfig
+    checkpoint: Path
+
+    @property
+    def is_adapter(self) -> bool:
+        """Whether the weights are a LoRA adapter over a base model."""
+        return (self.checkpoint / "model" / "adapter_model.safetensors").is_file()
+
+
+def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """'best' (falls back to the newest), 'latest', or a checkpoint folder."""
+    if which not in ("best", "latest"):
+        path = Path(which)
+        if not (path / ckpt.STATE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a complete orpo_kit checkpoint")
+        return path
+    found = (ckpt.best_checkpoint(run_dir) if which == "best" else None) or ckpt.latest_checkpoint(run_dir)
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint in {Path(run_dir) / ckpt.CHECKPOINTS}")
+    return found
+
+
+def _base_model(cfg: ORPOConfig, tokenizer: Any, dtype: torch.dtype | None = None) -> Any:
+    """The run's base model without LoRA (4-bit as trained, or dequantized to `dtype` when given)."""
+    from .models import load_model
+
+    base_cfg = cfg.replace(use_lora=False, load_in_4bit=cfg.load_in_4bit and dtype is None,
+                           gradient_checkpointing=False)
+    if base_cfg.load_in_4bit:
+        base_cfg = base_cfg.replace(use_lora=True)  # load_model insists; we wrap with the saved adapter below
+        from .models.quantize import load_4bit_model
+
+        return load_4bit_model(cfg.model_name_or_path, base_cfg)
+    model = load_model(base_cfg, tokenizer)
+    return model.to(dtype) if dtype is not None else model
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype | None = None) -> LoadedRun:
+    """Load a run's model (adapter over its base, or full weights), tokenizer and config in one call."""
+    from peft import PeftModel
+
+    run_dir = Path(run_dir)
+    cfg = ORPOConfig.from_yaml(run_dir / CONFIG_FILE)
+    path = find_checkpoint(run_dir, checkpoint)
+    weights = path / "model"
+    tokenizer = AutoTokenizer.from_pretrained(weights)
+    if (weights / "adapter_model.safetensors").is_file():
+        model = PeftModel.from_pretrained(_base_model(cfg, tokenizer, dtype), weights)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype or torch.float32, use_safetensors=True)
+    model.eval()
+    return LoadedRun(model, tokenizer, cfg, path)
+
+
+@torch.no_grad()
+def generate(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
+    top_p: float = 1.0, seed: int = 0,
+) -> list[str]:
+    """Answers to user prompts through the chat template (greedy at temperature 0), one at a time."""
+    answers = []
+    device = next(model.parameters()).device
+    for prompt in prompts:
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)["input_ids"].to(device)
+        torch.manual_seed(seed)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    return answers
+
+
+def side_by_side(run: LoadedRun, prompts: list[str], **kwargs: Any) -> list[dict[str, str]]:
+    """Base and tuned answers to the same prompts (the base is the adapter switched off, or a fresh base)."""
+    tuned = generate(run.model, run.tokenizer, prompts, **kwargs)
+    if run.is_adapter:
+        with run.model.disable_adapter():
+            base = generate(run.model, run.tokenizer, prompts, **kwargs)
+    else:
+        base = generate(_base_model(run.cfg, run.tokenizer).eval(), run.tokenizer, prompts, **kwargs)
+    return [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base, tuned)]
+
+
+MODEL_CARD = """---
+library_name: transformers
+tags: [orpo, orpo_kit]
+---
+# {name}
+
+Fine-tuned with ORPO (odds ratio preference optimization) by orpo_kit from `{base}`.
+
+- checkpoint: `{checkpoint}`, lambda (orpo_lambda) = {lam}, NLL over {nll}
+- LoRA r = {r}, alpha = {alpha}, merged into the weights ({dtype})
+- data: `{data}`
+
+Load with plain transformers: `AutoModelForCausalLM.from_pretrained("{name}")`; the chat template is included.
+"""
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
+              dtype: torch.dtype = torch.float32) -> Path:
+    """Merge a LoRA run into full weights (a 4-bit base is dequantized to `dtype` first); save safetensors,
+    tokenizer, chat template and a model card, loadable by plain transformers."""
+    run = load_run(run_dir, checkpoint, dtype=dtype)
+    if not run.is_adapter:
+        raise ValueError(f"{run.checkpoint} holds full weights already; nothing to merge")
+    merged = run.model.merge_and_unload()
+    out = Path(out_dir)
+    merged.save_pretrained(out, safe_serialization=True)
+    run.tokenizer.save_pretrained(out)
+    cfg = run.cfg
+    (out / "README.md").write_text(MODEL_CARD.format(
+        name=out.name, base=cfg.model_name_or_path, checkpoint=run.checkpoint.name, lam=cfg.orpo_lambda,
+        nll=cfg.nll_tokens, r=cfg.lora_r, alpha=cfg.lora_alpha, dtype=str(dtype).replace("torch.", ""),
+        data=cfg.data), encoding="utf-8")
+    return out
