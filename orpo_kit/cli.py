@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_PRESET = "tiny"
+DEFAULT_PRESET = "smol"
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,6 +80,28 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate runs and print (and plot) the comparison."""
+    import json
+
+    from .runs import evaluate_run, results_table
+
+    results = [evaluate_run(d, args.checkpoint, args.max_pairs, not args.no_generate, include_base=i == 0,
+                            max_new_tokens=args.max_new_tokens) for i, d in enumerate(args.run_dirs)]
+    print("\n".join(results_table(results)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from .viz.plots import plot_skill_comparison
+
+        plot_skill_comparison(results, args.plot)
+        print(f"plot saved to {args.plot}")
+    return 0
+
+
 def run_merge(args: argparse.Namespace) -> int:
     """Merge and say where the model went."""
     import torch
@@ -100,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the shipped presets")
     _inspect_parser(sub)
     _generate_parser(sub)
+    e = sub.add_parser("eval", help="held-out reward accuracy and generation checks per skill, base vs tuned")
+    e.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    e.add_argument("--checkpoint", default="best")
+    e.add_argument("--max-pairs", type=int, help="evaluate on the first N eval pairs")
+    e.add_argument("--no-generate", action="store_true", help="skip the generation-based checks (faster)")
+    e.add_argument("--max-new-tokens", type=int, default=48)
+    e.add_argument("--plot", help="save a bar chart of the comparison to this PNG")
+    e.add_argument("--json", help="also write the results to this JSON file")
     m = sub.add_parser("merge", help="merge a LoRA run into full weights loadable by plain transformers")
     m.add_argument("run_dir")
     m.add_argument("out_dir")
@@ -153,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_generate(args)
         if args.command == "merge":
             return run_merge(args)
+        if args.command == "eval":
+            return run_eval(args)
         return run_train(args)
     except (ValueError, OSError, FloatingPointError) as exc:
         print(f"orpo-kit {args.command}: error: {exc}", file=sys.stderr)

@@ -67,7 +67,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype |
     weights = path / "model"
     tokenizer = AutoTokenizer.from_pretrained(weights)
     if (weights / "adapter_model.safetensors").is_file():
-        model = PeftModel.from_pretrained(_base_model(cfg, tokenizer, dtype), weights)
+        from .models.load import quiet_peft
+
+        with quiet_peft():
+            model = PeftModel.from_pretrained(_base_model(cfg, tokenizer, dtype), weights)
     else:
         model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype or torch.float32, use_safetensors=True)
     model.eval()
@@ -137,3 +140,56 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best"
         nll=cfg.nll_tokens, r=cfg.lora_r, alpha=cfg.lora_alpha, dtype=str(dtype).replace("torch.", ""),
         data=cfg.data), encoding="utf-8")
     return out
+
+
+def _eval_model(model: Any, tokenizer: Any, pairs: list, tokenized: list, max_new_tokens: int,
+                with_generation: bool) -> dict[str, Any]:
+    """Reward accuracy (overall, per skill) and, optionally, per-skill checks of greedy answers."""
+    from .evaluate import generation_scores, reward_accuracy, score_pairs
+
+    result: dict[str, Any] = {"reward_accuracy": reward_accuracy(score_pairs(model, tokenized, tokenizer.pad_token_id,
+                                                                             pairs=pairs))}
+    if with_generation:
+        answers = generate(model, tokenizer, [p.prompt for p in pairs], max_new_tokens=max_new_tokens)
+        result["generation"] = generation_scores(answers, pairs)
+    return result
+
+
+def evaluate_run(
+    run_dir: str | Path, checkpoint: str = "best", max_pairs: int | None = None, with_generation: bool = True,
+    include_base: bool = True, max_new_tokens: int = 48,
+) -> dict[str, Any]:
+    """Held-out reward accuracy and generation checks per skill, for the tuned model and (optionally) its base."""
+    from .data import tokenize_pairs
+    from .train import load_train_eval
+
+    run = load_run(run_dir, checkpoint)
+    cfg = run.cfg
+    evals = load_train_eval(cfg.replace(max_eval_pairs=max_pairs or cfg.max_eval_pairs))[1]
+    tokenized = tokenize_pairs(run.tokenizer, evals, cfg.max_length, cfg.max_prompt_length, cfg.min_completion_tokens)
+    out = {"run": str(run_dir), "checkpoint": run.checkpoint.name, "n_pairs": len(evals),
+           "tuned": _eval_model(run.model, run.tokenizer, evals, tokenized, max_new_tokens, with_generation)}
+    if include_base and run.is_adapter:
+        with run.model.disable_adapter():
+            out["base"] = _eval_model(run.model, run.tokenizer, evals, tokenized, max_new_tokens, with_generation)
+    return out
+
+
+def results_table(results: list[dict[str, Any]]) -> list[str]:
+    """Text table: one row per model (base, then each run), one column per skill and 'all'."""
+    rows = []
+    for res in results:
+        for which in ("base", "tuned"):
+            if which in res:
+                name = f"{Path(res['run']).name}:{which}"
+                acc = res[which]["reward_accuracy"]
+                gen = res[which].get("generation", {})
+                rows.append((name, {"all": acc["all"], **acc.get("per_skill", {})}, gen))
+    skills = sorted({k for _, acc, _ in rows for k in acc if k != "all"})
+    lines = ["reward accuracy (held-out pairs) | generation checks",
+             f"{'model':28s} {'all':>6s} " + " ".join(f"{s[:11]:>11s}" for s in skills)]
+    for name, acc, gen in rows:
+        cells = " ".join(f"{acc.get(s, float('nan')):>5.2f}|{gen[s]:<5.2f}" if s in gen else f"{acc.get(s, float('nan')):>5.2f}|  -  "
+                         for s in skills)
+        lines.append(f"{name[:28]:28s} {acc['all']:>6.3f} {cells}")
+    return lines

