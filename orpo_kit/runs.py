@@ -43,17 +43,13 @@ def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def _base_model(cfg: ORPOConfig, tokenizer: Any, dtype: torch.dtype | None = None) -> Any:
-    """The run's base model without LoRA (4-bit as trained, or dequantized to `dtype` when given)."""
-    from .models import load_model
+    """The run's base model without LoRA: 4-bit as trained, or, when `dtype` is given, the original
+    full-precision weights in that dtype (what a merge should start from)."""
+    from .models.load import load_base_model
 
-    base_cfg = cfg.replace(use_lora=False, load_in_4bit=cfg.load_in_4bit and dtype is None,
-                           gradient_checkpointing=False)
-    if base_cfg.load_in_4bit:
-        base_cfg = base_cfg.replace(use_lora=True)  # load_model insists; we wrap with the saved adapter below
-        from .models.quantize import load_4bit_model
-
-        return load_4bit_model(cfg.model_name_or_path, base_cfg)
-    model = load_model(base_cfg, tokenizer)
+    base_cfg = cfg.replace(use_lora=False, gradient_checkpointing=False,
+                           load_in_4bit=cfg.load_in_4bit and dtype is None)
+    model, _ = load_base_model(base_cfg, tokenizer)
     return model.to(dtype) if dtype is not None else model
 
 
@@ -125,8 +121,9 @@ Load with plain transformers: `AutoModelForCausalLM.from_pretrained("{name}")`; 
 
 def merge_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
               dtype: torch.dtype = torch.float32) -> Path:
-    """Merge a LoRA run into full weights (a 4-bit base is dequantized to `dtype` first); save safetensors,
-    tokenizer, chat template and a model card, loadable by plain transformers."""
+    """Merge a LoRA run into full weights and save safetensors, tokenizer, chat template and a model card,
+    loadable by plain transformers. A QLoRA run merges into the original full-precision base weights in
+    `dtype` (not the 4-bit rounding it trained on), as is usual for QLoRA merges."""
     run = load_run(run_dir, checkpoint, dtype=dtype)
     if not run.is_adapter:
         raise ValueError(f"{run.checkpoint} holds full weights already; nothing to merge")

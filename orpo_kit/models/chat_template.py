@@ -13,6 +13,7 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
+ADDED_IDS = "orpo_kit_added_token_ids"  # tokenizer attribute: ids ensure_chat_template added
 
 
 def ensure_chat_template(tokenizer: Any) -> list[int]:
@@ -28,18 +29,20 @@ def ensure_chat_template(tokenizer: Any) -> list[int]:
     return sorted(i for i in tokenizer.convert_tokens_to_ids(list(CHATML_TOKENS)) if i >= before)
 
 
-def fit_embeddings(model: Any, tokenizer: Any) -> list[int]:
-    """Grow the embeddings (rounded up to a multiple of 64) when the tokenizer has more tokens than the
-    model; new rows start at the mean embedding. Returns the new token ids that need training."""
+def fit_embeddings(model: Any, tokenizer: Any, added_ids: list[int] | None = None) -> list[int]:
+    """Grow the embeddings (to a multiple of 64) when the tokenizer outgrows them, new rows at the mean
+    embedding; point eos at the tokenizer's. Returns the token ids whose rows must train: tokens added for
+    the chat template (even when they fit spare rows) and any rows beyond the old size."""
     rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) <= rows:
-        return []
-    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
-    model.config.eos_token_id = tokenizer.eos_token_id
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return list(range(rows, len(tokenizer)))
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
+    new_ids = sorted(set(added_ids or []) | set(range(rows, len(tokenizer))))
+    if new_ids:
+        model.config.eos_token_id = tokenizer.eos_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return new_ids
 
 
 def trainable_token_targets(model: Any, token_ids: list[int]) -> dict[str, list[int]] | None:

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM, PreTrainedModel
 
 from ..config import ORPOConfig
-from .chat_template import ensure_chat_template, fit_embeddings, trainable_token_targets
+from .chat_template import ADDED_IDS, ensure_chat_template, fit_embeddings, trainable_token_targets
 
 TINY = "tiny"
 TINY_DEFAULTS: dict[str, Any] = dict(
@@ -92,7 +92,7 @@ def load_tokenizer(cfg: ORPOConfig) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except OSError as exc:
         raise _offline_hint(name, exc) from exc
-    ensure_chat_template(tokenizer)  # base models get ChatML and its tokens
+    setattr(tokenizer, ADDED_IDS, ensure_chat_template(tokenizer))  # base models get ChatML and its tokens
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -107,13 +107,14 @@ def build_tiny_model(overrides: dict[str, Any] | None = None, seed: int = 0) -> 
         return MistralForCausalLM(config)
 
 
-def load_model(cfg: ORPOConfig, tokenizer: Any = None) -> PreTrainedModel:
-    """The base model of the run: fp32, or 4-bit NF4 (QLoRA); embeddings grown for new chat tokens; LoRA."""
+def load_base_model(cfg: ORPOConfig, tokenizer: Any = None) -> tuple[PreTrainedModel, list[int]]:
+    """The run's model before LoRA: fp32, or 4-bit NF4 (QLoRA); embeddings fitted to the tokenizer.
+
+    Returns the model and the ids of tokens added for the chat template (their rows must train).
+    """
     if cfg.load_in_4bit:
         from .quantize import load_4bit_model
 
-        if not cfg.use_lora:
-            raise ValueError("4-bit weights cannot be trained directly: set use_lora=true (QLoRA)")
         source = TINY if cfg.model_name_or_path == TINY else resolve_model_source(cfg.model_name_or_path)
         model = load_4bit_model(source, cfg)
     elif cfg.model_name_or_path == TINY:
@@ -128,7 +129,15 @@ def load_model(cfg: ORPOConfig, tokenizer: Any = None) -> PreTrainedModel:
         except OSError as exc:
             raise _offline_hint(cfg.model_name_or_path, exc) from exc
     model.config.use_cache = False
-    new_ids = fit_embeddings(model, tokenizer) if tokenizer is not None else []
+    new_ids = fit_embeddings(model, tokenizer, getattr(tokenizer, ADDED_IDS, [])) if tokenizer is not None else []
+    return model, new_ids
+
+
+def load_model(cfg: ORPOConfig, tokenizer: Any = None) -> PreTrainedModel:
+    """The model to train: the base model, activation checkpointing when asked, and LoRA when configured."""
+    if cfg.load_in_4bit and not cfg.use_lora:
+        raise ValueError("4-bit weights cannot be trained directly: set use_lora=true (QLoRA)")
+    model, new_ids = load_base_model(cfg, tokenizer)
     if cfg.gradient_checkpointing and not cfg.load_in_4bit:  # prepare_model_for_kbit_training does it for 4-bit
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return apply_lora(model, cfg, new_ids) if cfg.use_lora else model
