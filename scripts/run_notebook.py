@@ -1,0 +1,42 @@
+"""Execute notebooks in place (so readers on the web see results) and strip execution noise.
+
+Usage: python scripts/run_notebook.py notebooks/02_orpo_loss.ipynb [...]   (set ORPO_KIT_SMOKE=1 for smoke mode)
+Execution counts, volatile metadata and widget state are removed; the kernelspec is kept (JupyterLab needs it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+def strip(nb: nbformat.NotebookNode) -> None:
+    """Drop execution counts and volatile metadata; keep outputs and the kernelspec."""
+    nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = None
+
+
+def run(path: Path) -> None:
+    """Execute top to bottom in the notebook's folder, then save stripped."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["kernelspec"] = KERNELSPEC
+    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    strip(nb)
+    nbformat.write(nb, path)
+    print(f"executed {path}")
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        run(Path(arg))
