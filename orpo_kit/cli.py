@@ -130,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=48)
     e.add_argument("--plot", help="save a bar chart of the comparison to this PNG")
     e.add_argument("--json", help="also write the results to this JSON file")
+    est = sub.add_parser("estimate", help="estimate the memory an ORPO training run needs",
+                         description="Memory estimate (weights, adapters, optimizer, activations, logits).")
+    est.add_argument("--preset", help="a shipped recipe (default smol when no --config)")
+    est.add_argument("--config", help="a YAML file of config keys")
+    est.add_argument("--max-length", type=int, help="tokens per sequence (prompt + completion)")
+    est.add_argument("--batch-size", type=int, help="pairs per device per micro-batch")
+    est.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     m = sub.add_parser("merge", help="merge a LoRA run into full weights loadable by plain transformers")
     m.add_argument("run_dir")
     m.add_argument("out_dir")
@@ -185,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             return run_merge(args)
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "estimate":
+            from .memory import estimate_command
+
+            print(estimate_command(args.preset, args.config, args.max_length, args.batch_size, args.overrides))
+            return 0
         return run_train(args)
     except (ValueError, OSError, FloatingPointError) as exc:
         print(f"orpo-kit {args.command}: error: {exc}", file=sys.stderr)

@@ -1,19 +1,565 @@
-"""Draft: measurement helper only (estimator follows)."""
+"""How much memory ORPO training needs: an estimator (full / LoRA / QLoRA) and a measurement to check it.
+
+`estimate_memory(cfg)` adds up, in bytes, what is alive at the peak of a training step:
+
+* weights: fp32 for full and LoRA runs (orpo_kit loads in fp32); QLoRA keeps the decoder's Linear layers in
+  NF4 (0.5 byte per weight plus quantization constants) and everything else (embeddings, lm_head, norms,
+  biases) in fp32, because peft's `prepare_model_for_kbit_training` casts every non-4-bit fp16/bf16 param
+  to fp32;
+* trainable parameters (LoRA adapters: r * (in + out) per targeted Linear; all parameters for full
+  fine-tuning), their fp32 gradients and AdamW's two fp32 states;
+* activations saved for backward, per token and per decoder layer, from tables counted with
+  `torch.autograd.graph.saved_tensors_hooks` on transformers 5.24 LLaMA / Mistral blocks (sdpa attention,
+  a padding mask): see `layer_activation_bytes`; with gradient checkpointing only each layer's input is kept,
+  plus one layer recomputed during backward;
+* logits: the model returns the full [2B, T, V] logits, the loss copies the rows it needs (completion
+  positions) and runs log-softmax on chunks of at most 4096 rows (`orpo_kit.loss`);
+* an allocator factor on activations (glibc's heap keeps holes on CPU; the CUDA caching allocator rounds and
+  fragments) and a small constant overhead, both calibrated on measured CPU peaks (see CALIBRATION).
+
+Rows per step: 2 per pair (chosen + rejected), each padded to the batch's longest row, so tokens =
+2 * batch * seq_len. `measure_training_peak` runs real `Trainer.train_step`s in a fresh process and reports the
+peak RSS growth; scripts/check_memory_estimator.py compares the two.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from .config import ORPOConfig
 
-MEASURE_TAG = "ORPO_KIT_MEMORY_RESULT "
+MiB = 1024 ** 2
+GiB = 1024 ** 3
+
+MEASURE_TAG = "ORPO_KIT_MEMORY_RESULT "  # marks the child process's JSON line
+
+# ---- constants ------------------------------------------------------------------------------------------------
+NF4_BLOCKSIZE = 64  # bitsandbytes 4-bit: one absmax per 64 weights
+DOUBLE_QUANT_BLOCKSIZE = 256  # double quant: the absmaxes quantized to 8 bit, one fp32 scale per 256 of them
+LOSS_CHUNK_ROWS = 4096  # orpo_kit.loss._ROWS_PER_CHUNK: rows per log-softmax chunk
+GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB  # glibc serves larger blocks with mmap and returns them to the OS on free
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CHATML_NEW_TOKENS = 2  # <|im_start|>, <|im_end|> added to base models without a chat template
+MISTRAL_7B = "mistralai/Mistral-7B-v0.1"
+KNOWN_BASE_MODELS = {MISTRAL_7B: CHATML_NEW_TOKENS}  # hub base models without a chat template
+
+# Calibrated on measured CPU peaks (scripts/check_memory_estimator.py; values and data in CALIBRATION).
+CALIBRATION: dict[str, Any] = {
+    # glibc heap high-water / live bytes for activations (and logits blocks under the 32 MiB mmap threshold):
+    "cpu_heap_factor_full": 1.38,  # full fine-tuning: tiny preset, 8 x 192, peak 195 MiB (median of 3 runs)
+    "cpu_heap_factor_lora": 1.85,  # LoRA: smol preset, 2 x 256, peak 3597 MiB (median of 3); every adapter
+    #                                adds output-sized temporaries that leave holes in the heap
+    # CPU + gradient checkpointing: activation RSS kept / activation RSS without checkpointing. smol LoRA 2 x 256
+    # with checkpointing peaked at 2105 MiB: its heap held ~985 MiB against 2496 MiB without checkpointing.
+    "cpu_checkpointing_retained": 0.40,
+    "cuda_allocator_factor": 1.10,  # assumption, not measured: caching-allocator rounding and fragmentation
+    "overhead_bytes": 16 * MiB,  # autograd graph, Trainer / accelerate objects, per-thread buffers
+    "source": "the tiny preset (full, 8 pairs x 192) and smol (LoRA r16, 2 pairs x 256) on a 2-core x86-64 CPU, "
+              "torch 2.13, transformers 5.24, peft 0.21, glibc malloc",
+}
+
+# ---- model shape and parameter counts -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a LLaMA / Mistral-style decoder that memory depends on."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    tied_embeddings: bool
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    model_type: str = "llama"
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelShape:
+        """Read a transformers config (LlamaConfig, MistralConfig or alike)."""
+        text = getattr(config, "get_text_config", lambda: config)()
+        heads = int(text.num_attention_heads)
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        return cls(
+            vocab_size=int(text.vocab_size), hidden_size=int(text.hidden_size),
+            intermediate_size=int(text.intermediate_size), num_layers=int(text.num_hidden_layers),
+            num_heads=heads, num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+            head_dim=int(head_dim), tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            attention_bias=bool(getattr(text, "attention_bias", False)), mlp_bias=bool(getattr(text, "mlp_bias", False)),
+            model_type=str(getattr(text, "model_type", "llama")),
+        )
+
+    @property
+    def q_dim(self) -> int:
+        """Width of the query projection (heads * head_dim)."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key and value projections (GQA: kv heads * head_dim)."""
+        return self.num_kv_heads * self.head_dim
+
+    def linears(self) -> list[tuple[str, int, int]]:
+        """(name, in_features, out_features) of the Linear layers of one decoder layer."""
+        h, i = self.hidden_size, self.intermediate_size
+        return [("q_proj", h, self.q_dim), ("k_proj", h, self.kv_dim), ("v_proj", h, self.kv_dim),
+                ("o_proj", self.q_dim, h), ("gate_proj", h, i), ("up_proj", h, i), ("down_proj", i, h)]
 
 
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts from a config (tied weights counted once, as `model.parameters()` does)."""
+
+    embedding: int
+    lm_head: int  # 0 when tied to the embedding
+    linear_weights: int  # the decoder's Linear weights (what 4-bit quantizes)
+    biases: int
+    norms: int
+
+    @property
+    def total(self) -> int:
+        """All parameters."""
+        return self.embedding + self.lm_head + self.linear_weights + self.biases + self.norms
+
+    @property
+    def not_quantized(self) -> int:
+        """Parameters that stay in floating point under 4-bit loading (embeddings, lm_head, norms, biases)."""
+        return self.total - self.linear_weights
+
+
+def count_parameters(shape: ModelShape, vocab_size: int | None = None) -> ParamCounts:
+    """Exact parameter count of a LLaMA / Mistral decoder from its shape (vocab_size: after any resize)."""
+    v, h = vocab_size or shape.vocab_size, shape.hidden_size
+    linear = shape.num_layers * sum(i * o for _, i, o in shape.linears())
+    biases = 0
+    if shape.attention_bias:
+        biases += shape.q_dim + 2 * shape.kv_dim + h
+    if shape.mlp_bias:
+        biases += 2 * shape.intermediate_size + h
+    return ParamCounts(embedding=v * h, lm_head=0 if shape.tied_embeddings else v * h, linear_weights=linear,
+                       biases=shape.num_layers * biases, norms=(2 * shape.num_layers + 1) * h)
+
+
+def lora_targets(shape: ModelShape, target_modules: Any) -> list[tuple[str, int, int]]:
+    """The Linear layers of the whole model a LoRA config targets, as (name, in, out).
+
+    "all-linear" (peft): every Linear of the decoder, not lm_head. A list: module names matched by suffix
+    (peft's rule). A string: a regular expression matched against the full module names.
+    """
+    layers = [(f"model.layers.{n}.{'self_attn' if name.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}."
+               f"{name}", i, o) for n in range(shape.num_layers) for name, i, o in shape.linears()]
+    head = ("lm_head", shape.hidden_size, shape.vocab_size)
+    if target_modules in (None, "all-linear"):
+        return layers
+    if isinstance(target_modules, str):
+        return [t for t in layers + [head] if re.fullmatch(target_modules, t[0])]
+    wanted = [str(m) for m in target_modules]
+    return [t for t in layers + [head] if any(t[0] == w or t[0].endswith("." + w) for w in wanted)]
+
+
+def lora_parameters(shape: ModelShape, r: int, target_modules: Any = "all-linear") -> int:
+    """Trainable LoRA parameters: r * (in + out) per targeted Linear (A: r x in, B: out x r, no bias)."""
+    return sum(r * (i + o) for _, i, o in lora_targets(shape, target_modules))
+
+
+# ---- activations ------------------------------------------------------------------------------------------------
+def layer_activation_bytes(shape: ModelShape, seq_len: int, *, lora: bool, quantized: bool, amp: bool,
+                           lora_r: int = 0, n_lora_targets: int = 7) -> float:
+    """Bytes one decoder layer saves for backward, per token (transformers 5.24, sdpa attention, padding mask).
+
+    Counted with `torch.autograd.graph.saved_tensors_hooks` (unique storages, parameters excluded) on LLaMA
+    and Mistral blocks, fitting h (hidden), I (intermediate), q (heads * head_dim), heads and T (padded length):
+
+        fp32, full fine-tuning     24h + 16I + 16q + 4 heads + 4T + 8
+        fp32, LoRA / QLoRA         16h + 16I + 16q + 4 heads + 4T + 8 + 4 r * targets
+        16-bit autocast, full      26h +  8I +  8q + 4 heads + 2T + 8
+        16-bit autocast, LoRA      18h +  8I + 10q + 4 heads + 2T + 8 + 2 r * targets
+        16-bit autocast, QLoRA     18h + 14I + 10q + 4 heads + 2T + 8 + 2 r * targets
+
+    (GQA keys/values are saved after being repeated to all heads, so the kv width does not appear; the T term is
+    the attention mask sdpa keeps per layer: quadratic in the padded length.)
+    """
+    h, i, q, heads = shape.hidden_size, shape.intermediate_size, shape.q_dim, shape.num_heads
+    r_term = lora_r * n_lora_targets if lora else 0
+    if not amp:
+        base = (16 if lora else 24) * h + 16 * i + 16 * q + 4 * heads + 4 * seq_len + 8
+        return base + 4 * r_term
+    if not lora:
+        return 26 * h + 8 * i + 8 * q + 4 * heads + 2 * seq_len + 8
+    return 18 * h + (14 if quantized else 8) * i + 10 * q + 4 * heads + 2 * seq_len + 8 + 2 * r_term
+
+
+# ---- configs without weights ------------------------------------------------------------------------------------
+def mistral_7b_config() -> Any:
+    """Mistral-7B-v0.1's config, shipped in the package (no hub access needed)."""
+    from transformers import MistralConfig
+
+    return MistralConfig.from_json_file(str(resources.files("orpo_kit.models") / "assets" / "mistral-7b-v0.1-config.json"))
+
+
+def model_config_for(cfg: ORPOConfig) -> Any:
+    """The transformers config of the run's model, without loading any weights.
+
+    tiny: the MistralConfig `build_tiny_model` uses; SmolLM2: the converted cache's config.json, else the GGUF
+    file's metadata (a few seconds); Mistral-7B-v0.1: the shipped config; anything else: AutoConfig (a local
+    folder, or the Hugging Face cache / hub).
+    """
+    from transformers import AutoConfig, MistralConfig
+
+    from .models.load import SMOL_GGUF, SMOL_NAMES, TINY, TINY_DEFAULTS, cache_root, smol_gguf_dir
+
+    name = cfg.model_name_or_path
+    if name == TINY:
+        return MistralConfig(**{**TINY_DEFAULTS, **(cfg.model_config_overrides or {})})
+    if name in SMOL_NAMES:
+        cached = cache_root() / "smollm2-135m-instruct"
+        if (cached / "config.json").is_file():
+            return AutoConfig.from_pretrained(str(cached))
+        return AutoConfig.from_pretrained(str(smol_gguf_dir()), gguf_file=SMOL_GGUF)  # raises the install hint
+    if name == MISTRAL_7B:
+        return mistral_7b_config()
+    try:
+        return AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise OSError(f"could not read the config of {name!r}: {exc}\nThe estimate needs only config.json: pass "
+                      "a local model folder, pre-fill the Hugging Face cache, or pass model_config= in Python.") from exc
+
+
+def chat_tokens_added(cfg: ORPOConfig) -> int:
+    """How many ChatML tokens orpo_kit will add to the tokenizer (base models without a chat template)."""
+    name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
+    if name in KNOWN_BASE_MODELS:
+        return KNOWN_BASE_MODELS[name]
+    folder = Path(name)
+    if folder.is_dir() and (folder / "tokenizer_config.json").is_file():
+        has = (folder / "chat_template.jinja").is_file() or "chat_template" in json.loads(
+            (folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return 0 if has else CHATML_NEW_TOKENS
+    return 0
+
+
+# ---- the estimate -------------------------------------------------------------------------------------------------
+@dataclass
+class MemoryEstimate:
+    """Peak training memory in bytes, by component, plus what it assumed.
+
+    total = weights + trainable + optimizer + overhead
+            + max(activations + logits + gradients_at_peak,   # end of forward / start of backward
+                  gradients + optimizer_step_temp)            # optimizer step (activations freed)
+    """
+
+    weights: int  # frozen or trained base weights as stored (fp32 / NF4 + constants), + autocast 16-bit copies
+    trainable: int  # LoRA adapters and new-token rows (0 for full fine-tuning: the weights are the trainables)
+    gradients: int  # fp32 gradients of all trainable parameters (live after backward)
+    optimizer: int  # AdamW exp_avg + exp_avg_sq, fp32
+    activations: int  # saved for backward (times the allocator factor)
+    logits: int  # [2B, T, V] logits, the selected-rows copy and a log-softmax chunk (times the factor if small)
+    overhead: int  # calibrated constant + 4-bit dequantization scratch
+    total: int
+    gradients_at_peak: int = 0  # gradients already allocated at the activation peak
+    optimizer_step_temp: int = 0
+    peak_phase: str = "forward/backward"
+    params_total: int = 0
+    params_trainable: int = 0
+    batch_size: int = 0
+    seq_len: int = 0
+    device: str = "cpu"
+    details: dict[str, str] = field(default_factory=dict)  # one line per component: how it was counted
+    assumptions: list[str] = field(default_factory=list)
+
+    def breakdown(self) -> dict[str, int]:
+        """Component -> bytes (the table's rows)."""
+        return {k: getattr(self, k) for k in ("weights", "trainable", "gradients", "optimizer", "activations",
+                                               "logits", "overhead", "total")}
+
+    def lines(self) -> list[str]:
+        """A readable table (MiB / GiB) followed by the assumptions."""
+        rows = [("weights", self.weights), ("trainable (adapters)", self.trainable), ("gradients", self.gradients),
+                ("optimizer (AdamW)", self.optimizer), ("activations", self.activations), ("logits", self.logits),
+                ("overhead", self.overhead)]
+        out = [f"{'component':<22}{'size':>11}  how"]
+        key = {"weights": "weights", "trainable (adapters)": "trainable", "gradients": "gradients",
+               "optimizer (AdamW)": "optimizer", "activations": "activations", "logits": "logits",
+               "overhead": "overhead"}
+        for label, value in rows:
+            out.append(f"{label:<22}{format_bytes(value):>11}  {self.details.get(key[label], '')}")
+        out.append("-" * 60)
+        out.append(f"{'total (peak)':<22}{format_bytes(self.total):>11}  peak at: {self.peak_phase}")
+        out.append("")
+        out.append("assumptions:")
+        out.extend(f"  - {a}" for a in self.assumptions)
+        return out
+
+    def table(self) -> str:
+        """`lines()` joined."""
+        return "\n".join(self.lines())
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def format_bytes(n: float) -> str:
+    """1.23 GiB / 456.7 MiB."""
+    return f"{n / GiB:.2f} GiB" if abs(n) >= GiB else f"{n / MiB:.1f} MiB"
+
+
+def _resolve_device(cfg: ORPOConfig, device: str | None) -> str:
+    """cpu or cuda (mps counts as cuda-like: no glibc heap factor)."""
+    if device:
+        return device
+    if cfg.device != "auto":
+        return cfg.device
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    except ImportError:  # pragma: no cover
+        pass
+    # A recipe with mixed precision or 4-bit weights is meant for a GPU: estimate for one.
+    return "cuda" if cfg.mixed_precision != "no" or cfg.load_in_4bit else "cpu"
+
+
+def _dtype_bytes(name: Any) -> int:
+    """Bytes per element of bfloat16 / float16 / float32 (names or torch dtypes)."""
+    return 4 if str(name).removeprefix("torch.") in ("float32", "fp32") else 2
+
+
+def estimate_memory(
+    cfg: ORPOConfig, model_config: Any = None, batch_size: int | None = None, seq_len: int | None = None, *,
+    completion_fraction: float = 1.0, device: str | None = None, new_tokens: int | None = None,
+) -> MemoryEstimate:
+    """Peak memory of one ORPO training step (bytes, by component) for a config, without loading weights.
+
+    batch_size: pairs per micro-batch (default cfg.per_device_train_batch_size); seq_len: padded row length
+    (default cfg.max_length, the worst case). completion_fraction: share of the 2 * batch * seq_len positions
+    whose log-probs the loss needs (1.0, the default, is the upper bound). device: "cpu" or "cuda" (default:
+    cfg.device; auto -> cuda when available or when the recipe uses mixed precision / 4-bit, else cpu).
+    new_tokens: ChatML tokens orpo_kit adds to a base model's vocabulary (default: guessed from the name).
+    On CUDA the CUDA context (0.3-1 GiB, visible in nvidia-smi) is not included.
+    """
+    if model_config is None:
+        model_config = model_config_for(cfg)
+    shape = ModelShape.from_config(model_config)
+    batch = int(batch_size or cfg.per_device_train_batch_size)
+    t = int(seq_len or cfg.max_length)
+    if batch < 1 or t < 1:
+        raise ValueError(f"batch_size and seq_len must be at least 1, got {batch} and {t}")
+    if not 0.0 < completion_fraction <= 1.0:
+        raise ValueError(f"completion_fraction must be in (0, 1], got {completion_fraction}")
+    dev = _resolve_device(cfg, device)
+    quantized = bool(cfg.load_in_4bit)
+    lora = bool(cfg.use_lora or quantized)
+    amp = cfg.mixed_precision in ("bf16", "fp16")
+    rows, tokens = 2 * batch, 2 * batch * t
+    notes: list[str] = []
+    details: dict[str, str] = {}
+
+    # Vocabulary after orpo_kit adds ChatML tokens to a base model (rounded up to a multiple of 64).
+    added = chat_tokens_added(cfg) if new_tokens is None else int(new_tokens)
+    vocab = shape.vocab_size if added == 0 else -(-(shape.vocab_size + added) // 64) * 64
+    counts = count_parameters(shape, vocab)
+    shape_v = dataclasses.replace(shape, vocab_size=vocab)
+
+    # ---- weights
+    if quantized:
+        per_weight = 0.5 + (1 / NF4_BLOCKSIZE + 4 / (NF4_BLOCKSIZE * DOUBLE_QUANT_BLOCKSIZE)
+                            if cfg.bnb_4bit_use_double_quant else 4 / NF4_BLOCKSIZE)
+        w4 = counts.linear_weights * per_weight
+        wf = counts.not_quantized * 4
+        weights = w4 + wf
+        details["weights"] = (f"{counts.linear_weights / 1e6:,.1f}M Linear weights in NF4 at {per_weight:.4f} B "
+                              f"+ {counts.not_quantized / 1e6:,.1f}M others in fp32")
+        notes.append(f"4-bit: {per_weight:.4f} byte/weight = 0.5 (two NF4 codes per byte) + "
+                     + (f"1/{NF4_BLOCKSIZE} (8-bit absmax per {NF4_BLOCKSIZE}-weight block, double quant) + "
+                        f"4/({NF4_BLOCKSIZE}*{DOUBLE_QUANT_BLOCKSIZE}) (an fp32 scale per {DOUBLE_QUANT_BLOCKSIZE} "
+                        "blocks)" if cfg.bnb_4bit_use_double_quant else f"4/{NF4_BLOCKSIZE} (fp32 absmax per block)")
+                     + "; embeddings, lm_head, norms stay floating point and peft's prepare_model_for_kbit_training "
+                       "casts them to fp32")
+    else:
+        weights = counts.total * 4
+        details["weights"] = f"{counts.total / 1e6:,.1f}M params in fp32 (orpo_kit loads fp32; AMP keeps fp32 masters)"
+    autocast_copies = 0
+    if amp:
+        # Autocast casts each matmul weight to 16 bit per forward and the cast copy is saved for backward.
+        matmul_params = (counts.embedding if shape.tied_embeddings else counts.lm_head)
+        if not quantized:
+            matmul_params += counts.linear_weights
+        autocast_copies = matmul_params * 2
+        weights += autocast_copies
+        details["weights"] += f" + {format_bytes(autocast_copies)} 16-bit autocast copies"
+        notes.append("mixed precision: autocast's 16-bit copies of the fp32 matmul weights"
+                     + (" (lm_head; 4-bit layers dequantize themselves)" if quantized else "")
+                     + " live until backward")
+
+    # ---- trainable parameters, gradients, optimizer
+    if lora:
+        targets = lora_targets(shape_v, cfg.lora_target_modules)
+        n_lora = sum(cfg.lora_r * (i + o) for _, i, o in targets)
+        n_tok = added * shape.hidden_size * (1 if shape.tied_embeddings else 2) if added else 0
+        n_train = n_lora + n_tok
+        trainable = n_train * 4
+        head_trainable = sum(cfg.lora_r * (i + o) for name, i, o in targets if name == "lm_head")
+        per_layer_targets = len({n.rsplit(".", 1)[-1] for n, _, _ in targets if n != "lm_head"})
+        details["trainable"] = (f"LoRA r={cfg.lora_r} on {len(targets)} Linear layers: {n_lora / 1e6:,.2f}M fp32"
+                                + (f" + {n_tok:,} new-token rows" if n_tok else ""))
+    else:
+        n_train = counts.total
+        trainable = 0
+        head_trainable = (counts.lm_head or counts.embedding) + shape.hidden_size  # lm_head (or tied) + final norm
+        per_layer_targets = 0
+        details["trainable"] = "none besides the weights (full fine-tuning)"
+    gradients = n_train * 4
+    optimizer = n_train * 8
+    details["gradients"] = f"fp32, {n_train / 1e6:,.2f}M trainable params"
+    details["optimizer"] = "AdamW exp_avg + exp_avg_sq, fp32 (8 B per trainable param)"
+    if cfg.gradient_accumulation_steps > 1:
+        grads_at_peak = gradients  # accumulated gradients are alive during the next micro-batch
+    else:
+        grads_at_peak = head_trainable * 4  # allocated at the first backward node, before activations free
+    if dev == "cpu":  # single-tensor AdamW: one param-sized temporary (the denominator) at a time
+        largest = max(counts.embedding, counts.lm_head, *(i * o for _, i, o in shape.linears())) if not lora else 0
+        opt_temp = (largest if not lora else max((cfg.lora_r * max(i, o) for _, i, o in lora_targets(
+            shape_v, cfg.lora_target_modules)), default=0)) * 4
+    else:  # foreach AdamW on CUDA: a full-size temporary over all trainable params
+        opt_temp = n_train * 4
+
+    # ---- activations
+    a_layer = layer_activation_bytes(shape, t, lora=lora, quantized=quantized, amp=amp, lora_r=cfg.lora_r,
+                                     n_lora_targets=per_layer_targets)
+    non_layer = (12 if not lora else 4) * shape.hidden_size  # final norm / lm_head input, per token
+    act_full = tokens * (shape.num_layers * a_layer + non_layer + a_layer)  # + backward temporaries of a layer
+    if cfg.gradient_checkpointing:
+        ckpt = 4 * shape.hidden_size * shape.num_layers  # each layer's input (the fp32 residual stream)
+        act_raw = tokens * (ckpt + non_layer + 2 * a_layer)  # + one layer recomputed and its backward temporaries
+        details["activations"] = (f"checkpointing: {tokens:,} tokens x ({shape.num_layers} layer inputs x "
+                                  f"{4 * shape.hidden_size} B + 2 x {a_layer / 1024:,.1f} KiB recomputed layer)")
+    else:
+        act_raw = act_full
+        details["activations"] = (f"{tokens:,} tokens x {shape.num_layers} layers x {a_layer / 1024:,.1f} KiB "
+                                  f"(+1 layer of backward temporaries)")
+    if dev == "cpu":
+        factor = CALIBRATION["cpu_heap_factor_lora" if lora else "cpu_heap_factor_full"]
+        why = "glibc heap factor"
+    else:
+        factor = CALIBRATION["cuda_allocator_factor"]
+        why = "caching-allocator factor (assumed)"
+    activations = act_raw * factor
+    details["activations"] += f", x{factor:.2f} {why}"
+    if dev == "cpu" and cfg.gradient_checkpointing:
+        # glibc keeps the heap the per-layer temporaries grew to (forward and each recomputed layer): on CPU,
+        # checkpointing saved only about 60% of the activation RSS in our measurements.
+        floor = CALIBRATION["cpu_checkpointing_retained"] * act_full * factor
+        if floor > activations:
+            activations = floor
+            details["activations"] += (f"; CPU heap floor: {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
+                                       "activations without checkpointing")
+        notes.append("CPU + gradient checkpointing: the glibc heap keeps what the recomputed layers' temporaries "
+                     f"grew it to; floor = {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
+                     "no-checkpointing activations (measured on smol, LoRA, 2 x 256)")
+
+    # ---- logits
+    needed = min(tokens, math.ceil(completion_fraction * tokens))
+    logit_bytes = 2 if amp else 4
+    pieces = [rows * t * vocab * logit_bytes,  # the model's logits
+              needed * vocab * logit_bytes,  # logits[:, :-1][need]: the rows the loss uses
+              min(needed, LOSS_CHUNK_ROWS) * vocab * 4]  # log-softmax temporary of one chunk (fp32)
+    if logit_bytes != 4:
+        pieces.append(needed * vocab * 4)  # .float() copies of each chunk, saved by logsumexp
+    if dev == "cpu":  # blocks under glibc's mmap threshold live in the heap and fragment like activations
+        logits = sum(p if p >= GLIBC_MMAP_THRESHOLD_MAX else p * factor for p in pieces)
+    else:
+        logits = sum(pieces) * factor
+    details["logits"] = (f"[{rows}, {t}, {vocab:,}] {'16-bit' if amp else 'fp32'} + {needed:,} selected rows + "
+                         f"{min(needed, LOSS_CHUNK_ROWS):,}-row fp32 log-softmax chunk"
+                         + (" + fp32 copies" if logit_bytes != 4 else ""))
+
+    # ---- overhead
+    overhead = CALIBRATION["overhead_bytes"]
+    details["overhead"] = "calibrated constant"
+    if quantized:
+        largest_linear = max(i * o for _, i, o in shape.linears())
+        scratch = largest_linear * _dtype_bytes(cfg.bnb_4bit_compute_dtype)
+        overhead += scratch
+        details["overhead"] += f" + {format_bytes(scratch)} dequantized 4-bit weight (largest Linear)"
+
+    # ---- peak
+    base = weights + trainable + optimizer + overhead
+    during = activations + logits + grads_at_peak
+    after = gradients + opt_temp
+    total = base + max(during, after)
+    phase = "end of forward / start of backward" if during >= after else "optimizer step (after backward)"
+
+    notes[:0] = [
+        f"rows = 2 per pair (chosen + rejected) x batch {batch} = {rows}, each padded to {t} tokens "
+        f"= {tokens:,} tokens; log-probs needed on {completion_fraction:.0%} of positions",
+        f"model: {shape.model_type}, {shape.num_layers} layers, hidden {shape.hidden_size}, intermediate "
+        f"{shape.intermediate_size}, {shape.num_heads} heads / {shape.num_kv_heads} kv heads, vocab {vocab:,}"
+        + (f" ({shape.vocab_size:,} + {added} ChatML tokens, rounded to 64)" if added else "")
+        + (", tied embeddings" if shape.tied_embeddings else ""),
+        f"precision: {'16-bit autocast (' + cfg.mixed_precision + ')' if amp else 'fp32'}; "
+        f"{'gradient checkpointing' if cfg.gradient_checkpointing else 'no gradient checkpointing'}; "
+        f"gradient accumulation {cfg.gradient_accumulation_steps}",
+        "activations: per-layer bytes counted on transformers 5.24 (sdpa); other attention kernels differ",
+    ]
+    if dev == "cpu":
+        notes.append("device cpu: the figure is peak RSS growth from just before the model loads (Python, torch "
+                     f"and the tokenizer not included); heap factor calibrated on {CALIBRATION['source']}")
+    else:
+        notes.append(f"device {dev}: allocated memory; add the CUDA context (0.3-1 GiB) for nvidia-smi; the "
+                     "allocator factor is an assumption, checked on CPU only")
+    notes.append("evaluation runs without gradients (smaller) and is not included")
+    return MemoryEstimate(
+        weights=int(weights), trainable=int(trainable), gradients=int(gradients), optimizer=int(optimizer),
+        activations=int(activations), logits=int(logits), overhead=int(overhead), total=int(total),
+        gradients_at_peak=int(grads_at_peak), optimizer_step_temp=int(opt_temp), peak_phase=phase,
+        params_total=counts.total, params_trainable=n_train, batch_size=batch, seq_len=t, device=dev,
+        details=details, assumptions=notes,
+    )
+
+
+def estimate_command(preset: str | None = None, config_file: str | Path | None = None, max_length: int | None = None,
+                     batch_size: int | None = None, overrides: dict[str, Any] | list[str] | None = None) -> str:
+    """The text `orpo-kit estimate` prints: the resolved run, the table and the assumptions.
+
+    Config sources as for `orpo-kit train` (preset < config file < overrides; the smol preset when neither a
+    preset nor a file is given); max_length and batch_size override the config's max_length and
+    per_device_train_batch_size. Overrides may be a dict or KEY=VALUE strings (e.g. device=cpu).
+    """
+    from .config import parse_overrides, resolve_config
+
+    values = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
+    if max_length is not None:
+        values["max_length"] = int(max_length)
+    if batch_size is not None:
+        values["per_device_train_batch_size"] = int(batch_size)
+    preset = preset or (None if config_file else "smol")
+    cfg = resolve_config(preset, config_file, values)
+    est = estimate_memory(cfg)
+    mode = "QLoRA (4-bit)" if cfg.load_in_4bit else "LoRA" if cfg.use_lora else "full fine-tuning"
+    source = f"preset {preset}" if preset else ""
+    source += (", " if source and config_file else "") + (f"config {config_file}" if config_file else "")
+    head = [
+        f"ORPO training memory estimate: {cfg.model_name_or_path} ({source}), {mode}, device {est.device}",
+        f"{est.params_total / 1e6:,.1f}M params, {est.params_trainable / 1e6:,.2f}M trainable; "
+        f"batch {est.batch_size} pairs x max_length {est.seq_len}, accumulation {cfg.gradient_accumulation_steps}",
+        "",
+    ]
+    return "\n".join(head + est.lines())
+
+# ---- measurement ---------------------------------------------------------------------------------------
 def _proc_status_kb(field_name: str) -> int:
     """A memory field of /proc/self/status (VmRSS, VmHWM) in kB (Linux only)."""
     with open("/proc/self/status", encoding="ascii") as fh:

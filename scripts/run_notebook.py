@@ -1,7 +1,7 @@
 """Execute notebooks in place (so readers on the web see results) and strip execution noise.
 
 Usage: python scripts/run_notebook.py notebooks/02_orpo_loss.ipynb [...]   (set ORPO_KIT_SMOKE=1 for smoke mode)
-Execution counts, volatile metadata and widget state are removed; the kernelspec is kept (JupyterLab needs it).
+Volatile metadata and widget state are removed, execution counts normalized to 1..N; the kernelspec is kept.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3
 
 
 def strip(nb: nbformat.NotebookNode) -> None:
-    """Drop execution counts and volatile metadata; keep outputs and the kernelspec."""
+    """Drop volatile metadata; number code cells 1..N in order (nbval treats a cell with outputs but no
+    execution count as an error, so counts are normalized rather than removed); keep the kernelspec."""
     nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
-            cell.execution_count = None
+            count += 1
+            cell.execution_count = count
             for out in cell.outputs:
                 if "execution_count" in out:
-                    out["execution_count"] = None
+                    out["execution_count"] = count
 
 
 def run(path: Path) -> None:
