@@ -25,6 +25,7 @@ peak RSS growth; scripts/check_memory_estimator.py compares the two.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -49,7 +50,6 @@ NF4_BLOCKSIZE = 64  # bitsandbytes 4-bit: one absmax per 64 weights
 DOUBLE_QUANT_BLOCKSIZE = 256  # double quant: the absmaxes quantized to 8 bit, one fp32 scale per 256 of them
 LOSS_CHUNK_ROWS = 4096  # orpo_kit.loss._ROWS_PER_CHUNK: rows per log-softmax chunk
 GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB  # glibc serves larger blocks with mmap and returns them to the OS on free
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CHATML_NEW_TOKENS = 2  # <|im_start|>, <|im_end|> added to base models without a chat template
 MISTRAL_7B = "mistralai/Mistral-7B-v0.1"
 KNOWN_BASE_MODELS = {MISTRAL_7B: CHATML_NEW_TOKENS}  # hub base models without a chat template
@@ -57,9 +57,11 @@ KNOWN_BASE_MODELS = {MISTRAL_7B: CHATML_NEW_TOKENS}  # hub base models without a
 # Calibrated on measured CPU peaks (scripts/check_memory_estimator.py; values and data in CALIBRATION).
 CALIBRATION: dict[str, Any] = {
     # glibc heap high-water / live bytes for activations (and logits blocks under the 32 MiB mmap threshold):
-    "cpu_heap_factor_full": 1.38,  # full fine-tuning: tiny preset, 8 x 192, peak 195 MiB (median of 3 runs)
-    "cpu_heap_factor_lora": 1.85,  # LoRA: smol preset, 2 x 256, peak 3597 MiB (median of 3); every adapter
-    #                                adds output-sized temporaries that leave holes in the heap
+    "cpu_heap_factor_full": 1.38,  # full fine-tuning: tiny preset, 8 x 192: peak ~195 MiB over 6-12 steps
+    #                                (runs: 189, 200, 204) against 125 MiB of live activations + logits
+    "cpu_heap_factor_lora": 1.85,  # LoRA: smol preset, 2 x 256: peak 3597 MiB (median of 3,596 / 3,597 / 3,666)
+    #                                against 1,350 MiB of live activations; every adapter adds output-sized
+    #                                temporaries that leave holes in the heap
     # CPU + gradient checkpointing: activation RSS kept / activation RSS without checkpointing. smol LoRA 2 x 256
     # with checkpointing peaked at 2105 MiB: its heap held ~985 MiB against 2496 MiB without checkpointing.
     "cpu_checkpointing_retained": 0.40,
@@ -97,7 +99,8 @@ class ModelShape:
             intermediate_size=int(text.intermediate_size), num_layers=int(text.num_hidden_layers),
             num_heads=heads, num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
             head_dim=int(head_dim), tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
-            attention_bias=bool(getattr(text, "attention_bias", False)), mlp_bias=bool(getattr(text, "mlp_bias", False)),
+            attention_bias=bool(getattr(text, "attention_bias", False)),
+            mlp_bias=bool(getattr(text, "mlp_bias", False)),
             model_type=str(getattr(text, "model_type", "llama")),
         )
 
@@ -206,7 +209,8 @@ def mistral_7b_config() -> Any:
     """Mistral-7B-v0.1's config, shipped in the package (no hub access needed)."""
     from transformers import MistralConfig
 
-    return MistralConfig.from_json_file(str(resources.files("orpo_kit.models") / "assets" / "mistral-7b-v0.1-config.json"))
+    path = resources.files("orpo_kit.models") / "assets" / "mistral-7b-v0.1-config.json"
+    return MistralConfig.from_json_file(str(path))
 
 
 def model_config_for(cfg: ORPOConfig) -> Any:
@@ -234,7 +238,8 @@ def model_config_for(cfg: ORPOConfig) -> Any:
         return AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise OSError(f"could not read the config of {name!r}: {exc}\nThe estimate needs only config.json: pass "
-                      "a local model folder, pre-fill the Hugging Face cache, or pass model_config= in Python.") from exc
+                      "a local model folder, pre-fill the Hugging Face cache, or pass model_config= in "
+                      "Python.") from exc
 
 
 def chat_tokens_added(cfg: ORPOConfig) -> int:
@@ -286,18 +291,17 @@ class MemoryEstimate:
 
     def lines(self) -> list[str]:
         """A readable table (MiB / GiB) followed by the assumptions."""
-        rows = [("weights", self.weights), ("trainable (adapters)", self.trainable), ("gradients", self.gradients),
-                ("optimizer (AdamW)", self.optimizer), ("activations", self.activations), ("logits", self.logits),
-                ("overhead", self.overhead)]
+        rows = [("weights", "weights"), ("trainable (adapters)", "trainable"), ("gradients", "gradients"),
+                ("optimizer (AdamW)", "optimizer"), ("activations", "activations"), ("logits", "logits"),
+                ("overhead", "overhead")]
         out = [f"{'component':<22}{'size':>11}  how"]
-        key = {"weights": "weights", "trainable (adapters)": "trainable", "gradients": "gradients",
-               "optimizer (AdamW)": "optimizer", "activations": "activations", "logits": "logits",
-               "overhead": "overhead"}
-        for label, value in rows:
-            out.append(f"{label:<22}{format_bytes(value):>11}  {self.details.get(key[label], '')}")
+        for label, name in rows:
+            out.append(f"{label:<22}{format_bytes(getattr(self, name)):>11}  {self.details.get(name, '')}")
         out.append("-" * 60)
         out.append(f"{'total (peak)':<22}{format_bytes(self.total):>11}  peak at: {self.peak_phase}")
         out.append("")
+        out.append("total = weights + trainable + optimizer + overhead + max(activations + logits + gradients "
+                   "allocated by then, all gradients + optimizer-step temporaries)")
         out.append("assumptions:")
         out.extend(f"  - {a}" for a in self.assumptions)
         return out
@@ -313,6 +317,11 @@ class MemoryEstimate:
 def format_bytes(n: float) -> str:
     """1.23 GiB / 456.7 MiB."""
     return f"{n / GiB:.2f} GiB" if abs(n) >= GiB else f"{n / MiB:.1f} MiB"
+
+
+def format_count(n: float) -> str:
+    """7.24B / 134.52M / 0.56M parameters."""
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:,.2f}M"
 
 
 def _resolve_device(cfg: ORPOConfig, device: str | None) -> str:
@@ -380,8 +389,8 @@ def estimate_memory(
         w4 = counts.linear_weights * per_weight
         wf = counts.not_quantized * 4
         weights = w4 + wf
-        details["weights"] = (f"{counts.linear_weights / 1e6:,.1f}M Linear weights in NF4 at {per_weight:.4f} B "
-                              f"+ {counts.not_quantized / 1e6:,.1f}M others in fp32")
+        details["weights"] = (f"{format_count(counts.linear_weights)} Linear weights in NF4 at {per_weight:.4f} B "
+                              f"+ {format_count(counts.not_quantized)} others in fp32")
         notes.append(f"4-bit: {per_weight:.4f} byte/weight = 0.5 (two NF4 codes per byte) + "
                      + (f"1/{NF4_BLOCKSIZE} (8-bit absmax per {NF4_BLOCKSIZE}-weight block, double quant) + "
                         f"4/({NF4_BLOCKSIZE}*{DOUBLE_QUANT_BLOCKSIZE}) (an fp32 scale per {DOUBLE_QUANT_BLOCKSIZE} "
@@ -390,7 +399,8 @@ def estimate_memory(
                        "casts them to fp32")
     else:
         weights = counts.total * 4
-        details["weights"] = f"{counts.total / 1e6:,.1f}M params in fp32 (orpo_kit loads fp32; AMP keeps fp32 masters)"
+        details["weights"] = (f"{format_count(counts.total)} params in fp32 (orpo_kit loads fp32; AMP keeps fp32 "
+                              "masters)")
     autocast_copies = 0
     if amp:
         # Autocast casts each matmul weight to 16 bit per forward and the cast copy is saved for backward.
@@ -413,7 +423,7 @@ def estimate_memory(
         trainable = n_train * 4
         head_trainable = sum(cfg.lora_r * (i + o) for name, i, o in targets if name == "lm_head")
         per_layer_targets = len({n.rsplit(".", 1)[-1] for n, _, _ in targets if n != "lm_head"})
-        details["trainable"] = (f"LoRA r={cfg.lora_r} on {len(targets)} Linear layers: {n_lora / 1e6:,.2f}M fp32"
+        details["trainable"] = (f"LoRA r={cfg.lora_r} on {len(targets)} Linear layers: {format_count(n_lora)} fp32"
                                 + (f" + {n_tok:,} new-token rows" if n_tok else ""))
     else:
         n_train = counts.total
@@ -423,17 +433,19 @@ def estimate_memory(
         details["trainable"] = "none besides the weights (full fine-tuning)"
     gradients = n_train * 4
     optimizer = n_train * 8
-    details["gradients"] = f"fp32, {n_train / 1e6:,.2f}M trainable params"
+    details["gradients"] = f"fp32, {format_count(n_train)} trainable params"
     details["optimizer"] = "AdamW exp_avg + exp_avg_sq, fp32 (8 B per trainable param)"
     if cfg.gradient_accumulation_steps > 1:
         grads_at_peak = gradients  # accumulated gradients are alive during the next micro-batch
     else:
         grads_at_peak = head_trainable * 4  # allocated at the first backward node, before activations free
-    if dev == "cpu":  # single-tensor AdamW: one param-sized temporary (the denominator) at a time
-        largest = max(counts.embedding, counts.lm_head, *(i * o for _, i, o in shape.linears())) if not lora else 0
-        opt_temp = (largest if not lora else max((cfg.lora_r * max(i, o) for _, i, o in lora_targets(
-            shape_v, cfg.lora_target_modules)), default=0)) * 4
-    else:  # foreach AdamW on CUDA: a full-size temporary over all trainable params
+    if dev == "cpu":  # single-tensor AdamW: one temporary (the denominator) the size of the largest param
+        if lora:
+            sizes = [cfg.lora_r * max(i, o) for _, i, o in lora_targets(shape_v, cfg.lora_target_modules)]
+        else:
+            sizes = [counts.embedding, counts.lm_head, *(i * o for _, i, o in shape.linears())]
+        opt_temp = max(sizes, default=0) * 4
+    else:  # foreach AdamW on CUDA: a temporary over all trainable params at once
         opt_temp = n_train * 4
 
     # ---- activations
@@ -495,7 +507,10 @@ def estimate_memory(
         overhead += scratch
         details["overhead"] += f" + {format_bytes(scratch)} dequantized 4-bit weight (largest Linear)"
 
-    # ---- peak
+    # ---- peak (whole bytes first, so the fields add up to the total exactly)
+    weights, trainable, gradients, optimizer, activations, logits, overhead, grads_at_peak, opt_temp = (
+        int(x) for x in (weights, trainable, gradients, optimizer, activations, logits, overhead, grads_at_peak,
+                         opt_temp))
     base = weights + trainable + optimizer + overhead
     during = activations + logits + grads_at_peak
     after = gradients + opt_temp
@@ -522,9 +537,9 @@ def estimate_memory(
                      "allocator factor is an assumption, checked on CPU only")
     notes.append("evaluation runs without gradients (smaller) and is not included")
     return MemoryEstimate(
-        weights=int(weights), trainable=int(trainable), gradients=int(gradients), optimizer=int(optimizer),
-        activations=int(activations), logits=int(logits), overhead=int(overhead), total=int(total),
-        gradients_at_peak=int(grads_at_peak), optimizer_step_temp=int(opt_temp), peak_phase=phase,
+        weights=weights, trainable=trainable, gradients=gradients, optimizer=optimizer, activations=activations,
+        logits=logits, overhead=overhead, total=total, gradients_at_peak=grads_at_peak, optimizer_step_temp=opt_temp,
+        peak_phase=phase,
         params_total=counts.total, params_trainable=n_train, batch_size=batch, seq_len=t, device=dev,
         details=details, assumptions=notes,
     )
@@ -553,7 +568,7 @@ def estimate_command(preset: str | None = None, config_file: str | Path | None =
     source += (", " if source and config_file else "") + (f"config {config_file}" if config_file else "")
     head = [
         f"ORPO training memory estimate: {cfg.model_name_or_path} ({source}), {mode}, device {est.device}",
-        f"{est.params_total / 1e6:,.1f}M params, {est.params_trainable / 1e6:,.2f}M trainable; "
+        f"{format_count(est.params_total)} params, {format_count(est.params_trainable)} trainable; "
         f"batch {est.batch_size} pairs x max_length {est.seq_len}, accumulation {cfg.gradient_accumulation_steps}",
         "",
     ]
@@ -579,37 +594,44 @@ def _reset_peak() -> bool:
         return False
 
 
-def synthetic_pairs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0, n_pairs: int | None = None):
-    """Tokenized pairs whose chosen row is exactly seq_len tokens and whose rejected row is a little shorter
-    (so batches carry a real padding mask): prompt max(1, seq_len // 8) tokens."""
+def _synthetic_lengths(seq_len: int) -> tuple[int, int, int]:
+    """(prompt, chosen, rejected) token counts of a synthetic pair: prompt + chosen is exactly seq_len."""
+    if seq_len < 4:
+        raise ValueError(f"synthetic pairs need seq_len >= 4, got {seq_len}")
+    prompt = max(1, seq_len // 8)
+    chosen = seq_len - prompt
+    return prompt, chosen, chosen - max(1, seq_len // 16)
+
+
+def synthetic_pairs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[Any]:
+    """`batch_size` random TokenizedPairs: prompt + chosen is exactly seq_len tokens (the batch's padded length)
+    and the rejected row is 1/16 shorter, so batches carry a real padding mask as in training."""
     import torch
 
     from .data import TokenizedPair
 
     gen = torch.Generator().manual_seed(seed)
-    prompt_len = max(1, seq_len // 8)
-    chosen_len = seq_len - prompt_len
-    rejected_len = max(1, chosen_len - max(1, seq_len // 16)) if seq_len > 2 else chosen_len
+    prompt, chosen, rejected = _synthetic_lengths(seq_len)
     out = []
-    for i in range(n_pairs or batch_size):
-        ids = torch.randint(3, vocab_size, (prompt_len + chosen_len + rejected_len,), generator=gen).tolist()
-        out.append(TokenizedPair(ids[:prompt_len], ids[prompt_len:prompt_len + chosen_len],
-                                 ids[prompt_len + chosen_len:], origin=f"synthetic:{i}"))
+    for i in range(batch_size):
+        ids = torch.randint(3, vocab_size, (prompt + chosen + rejected,), generator=gen).tolist()
+        out.append(TokenizedPair(ids[:prompt], ids[prompt:prompt + chosen], ids[prompt + chosen:],
+                                 origin=f"synthetic:{i}"))
     return out
 
 
 def synthetic_completion_fraction(seq_len: int) -> float:
-    """Fraction of the 2 * seq_len positions of a synthetic pair whose next-token log-prob the loss needs."""
-    prompt_len = max(1, seq_len // 8)
-    chosen_len = seq_len - prompt_len
-    rejected_len = max(1, chosen_len - max(1, seq_len // 16)) if seq_len > 2 else chosen_len
-    return (chosen_len + rejected_len) / (2 * seq_len)
+    """Share of a synthetic batch's 2 * B * seq_len positions whose log-probs the loss needs (completion tokens):
+    pass it to `estimate_memory(completion_fraction=...)` to compare with `measure_training_peak`."""
+    _, chosen, rejected = _synthetic_lengths(seq_len)
+    return (chosen + rejected) / (2 * seq_len)
 
 
 def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run in a fresh process: baseline RSS, load the model, train `steps` optimizer steps, peak RSS."""
     import torch
 
+    from .data import PreferencePair
     from .models import load_model, load_tokenizer
     from .train import Trainer
 
@@ -617,12 +639,8 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = ORPOConfig(**spec["cfg"])
     batch, seq_len, steps = int(spec["batch_size"]), int(spec["seq_len"]), int(spec["steps"])
     tokenizer = load_tokenizer(cfg)
-    from .data import PreferencePair
-
     few = [PreferencePair([{"role": "user", "content": f"Question {i}?"}], f"Answer {i}.", f"No {i}.")
            for i in range(batch + 1)]
-    import gc
-
     gc.collect()
     reset = _reset_peak()
     baseline_kb = _proc_status_kb("VmRSS")
@@ -657,9 +675,13 @@ def measure_training_peak(cfg: ORPOConfig, steps: int = 2, seq_len: int | None =
     The child loads the tokenizer, records VmRSS just before the model loads (and resets VmHWM there), loads
     the model as `orpo-kit train` does, builds a `Trainer`, swaps its training data for synthetic pairs padded to
     exactly `seq_len` tokens, runs `steps` optimizer steps (>= 2 so AdamW's state exists during a forward) and
-    reads VmHWM. Returns MB figures: baseline_mb, after_load_mb, peak_mb, peak_growth_mb (peak - baseline).
-    Linux only (reads /proc/self/status).
+    reads VmHWM. Always on CPU (RSS is host memory). Returns figures in MiB (2**20 bytes; the keys say "mb"):
+    baseline_mb, after_load_mb, peak_mb, peak_growth_mb (peak - baseline), rss_after_steps_mb, plus the losses.
+    Linux only (reads /proc/self/status). Compare with `estimate_memory(cfg, batch_size=..., seq_len=...,
+    device="cpu", completion_fraction=synthetic_completion_fraction(seq_len))`.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
     spec = {
         "cfg": cfg.to_dict(), "steps": steps, "threads": threads,
         "seq_len": seq_len or cfg.max_length, "batch_size": batch_size or cfg.per_device_train_batch_size,

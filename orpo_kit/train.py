@@ -254,8 +254,8 @@ class Trainer:
         result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir))
         last_saved = start if result.last_checkpoint else -1
         end = min(self.cfg.max_steps, self.cfg.stop_at_step or self.cfg.max_steps)
-        bar = tqdm(total=end, initial=start, desc="ORPO", disable=not self.accelerator.is_main_process,
-                   dynamic_ncols=True)
+        quiet = {} if self.accelerator.is_main_process else {"disable": True}  # main: TQDM_DISABLE still works
+        bar = tqdm(total=end, initial=start, desc="ORPO", dynamic_ncols=True, **quiet)
         try:
             result.eval_before = self._eval_before(start)
             while self.step < end:

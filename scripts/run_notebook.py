@@ -6,6 +6,7 @@ Volatile metadata and widget state are removed, execution counts normalized to 1
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,17 @@ import nbformat
 from nbclient import NotebookClient
 
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+
+PROGRESS_PREFIXES = ("ORPO:", "Writing model shards", "Loading weights", "scoring", "tokenizing")
+
+
+def _progress_bar(output: dict) -> bool:
+    """A tqdm notebook bar: a widget view whose text is a progress line (its state is not saved anyway)."""
+    data = output.get("data", {})
+    text = data.get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
+    return "application/vnd.jupyter.widget-view+json" in data and text.startswith(PROGRESS_PREFIXES)
 
 
 def strip(nb: nbformat.NotebookNode) -> None:
@@ -25,6 +37,7 @@ def strip(nb: nbformat.NotebookNode) -> None:
         if cell.cell_type == "code":
             count += 1
             cell.execution_count = count
+            cell.outputs = [o for o in cell.outputs if not _progress_bar(o)]
             for out in cell.outputs:
                 if "execution_count" in out:
                     out["execution_count"] = count
@@ -41,5 +54,12 @@ def run(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:]:
-        run(Path(arg))
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars are noise in saved outputs
+    if sys.argv[1:2] == ["--strip-only"]:
+        for arg in sys.argv[2:]:
+            nb = nbformat.read(arg, as_version=4)
+            strip(nb)
+            nbformat.write(nb, arg)
+    else:
+        for arg in sys.argv[1:]:
+            run(Path(arg))
