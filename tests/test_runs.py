@@ -34,12 +34,7 @@ TOL = 1e-5
 SAVES_EMBEDDINGS = pytest.mark.filterwarnings("ignore:Setting `save_embedding_layers` to `True`:UserWarning")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def _env() -> dict[str, str]:
