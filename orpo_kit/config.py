@@ -56,6 +56,11 @@ class ORPOConfig:
     # ORPO
     orpo_lambda: float = 0.1  # weight of the odds-ratio term; paper 0.1 (Mistral); TRL calls it beta
     nll_tokens: str = "response"  # "response" (the paper) or "prompt_and_response" (TRL's ORPOTrainer)
+    # Speed and memory (each switchable; all give the same log-probs as the plain path)
+    prefix_sharing: bool = True  # one row per pair, [prompt][chosen][rejected]: each prompt computed once
+    chunked_logps: bool = True  # log-probs from hidden states in chunks, never the full [B, T, V] logits
+    logps_chunk_size: int = 1024  # positions per lm_head chunk (recomputed in backward)
+    group_by_length: bool = False  # batch pairs of similar length together (less padding)
     # Optimisation
     learning_rate: float = 8e-6
     weight_decay: float = 0.0

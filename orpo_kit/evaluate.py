@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .batching import collate_pairs
+from .batching import collate
 from .data import PreferencePair, TokenizedPair
-from .forward import compute_pair_logps
+from .forward import compute_pair_logps, supports_prefix_sharing
 
 
 @dataclass
@@ -39,10 +39,12 @@ def score_pairs(
     model.eval()
     device = device or next(model.parameters()).device
     out: list[PairScore] = []
+    shared = supports_prefix_sharing(model)
     for start in tqdm(range(0, len(tokenized), batch_size), desc="scoring", leave=False,
                       disable=len(tokenized) < 20 * batch_size):
         chunk = tokenized[start:start + batch_size]
-        logps = compute_pair_logps(model, collate_pairs(chunk, pad_token_id).to(device))
+        batch = collate(chunk, pad_token_id, prefix_sharing=shared).to(device)
+        logps = compute_pair_logps(model, batch, chunked=True)
         for i, tok in enumerate(chunk):
             skill = pairs[start + i].skill if pairs is not None else None
             out.append(PairScore(tok.origin, skill, logps.chosen_logps[i].item(), logps.rejected_logps[i].item()))

@@ -1,15 +1,98 @@
-"""Run a causal LM over a PairBatch and hand the loss what it needs (PairLogps)."""
+"""Run a causal LM over a PairBatch and hand the loss what it needs (PairLogps).
+
+Two ways to get log-probs, both exact:
+- from the model's full logits (any model);
+- from the last hidden states at the needed positions only, through the output layer in chunks
+  (`chunked=True`): the [rows, T, V] logits are never built. The forward still goes through the top-level
+  model (so DDP / FSDP wrappers see it) with `logits_to_keep=1`; a hook on the decoder keeps its output.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from .batching import PairBatch
-from .loss import NllTokens, PairLogps, pair_logps_from_logits
+from .loss import (
+    LogpTargets, NllTokens, PairLogps, check_nll_tokens, head_token_logps, pair_logps_from_token_logps,
+    selected_token_logps,
+)
+
+# Config fields that mean the logits are not simply lm_head(hidden): such models take the full-logits path.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
-def compute_pair_logps(model: torch.nn.Module, batch: PairBatch, nll_tokens: NllTokens = "response") -> PairLogps:
-    """One forward over chosen and rejected rows together; log-probs from the logits of needed positions."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-    return pair_logps_from_logits(out.logits, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                  nll_tokens=nll_tokens)
+def compute_pair_logps(
+    model: torch.nn.Module, batch: PairBatch, nll_tokens: NllTokens = "response", chunked: bool = False,
+    chunk_size: int = 1024,
+) -> PairLogps:
+    """One forward over a batch (either layout); log-probs only at the positions the loss reads."""
+    check_nll_tokens(nll_tokens)
+    targets, tok_logps, tok_means = token_logps(model, batch, nll_tokens == "prompt_and_response", chunked,
+                                                chunk_size)
+    return pair_logps_from_token_logps(tok_logps, tok_means, targets, nll_tokens)
+
+
+def token_logps(
+    model: torch.nn.Module, batch: PairBatch, with_prompt: bool = False, chunked: bool = False,
+    chunk_size: int = 1024,
+) -> tuple[LogpTargets, torch.Tensor, torch.Tensor]:
+    """Per-token log-probs (and mean logits) at the batch's targets: each sequence's tokens in order."""
+    targets = batch.targets(with_prompt=with_prompt)
+    inputs = batch.model_inputs(_float_dtype(model))
+    if chunked and supports_chunked_logps(model):
+        hidden = _last_hidden_states(model, inputs)
+        flat = hidden.reshape(-1, hidden.shape[-1])[targets.positions]
+        head = _causal_lm(model).get_output_embeddings()
+        return targets, *head_token_logps(head, flat, targets.token_ids, chunk_size)
+    logits = model(**inputs, use_cache=False).logits
+    flat = logits.reshape(-1, logits.shape[-1])[targets.positions]
+    return targets, *selected_token_logps(flat, targets.token_ids)
+
+
+def supports_chunked_logps(model: torch.nn.Module) -> bool:
+    """Whether logits are plain output_layer(last hidden state), so the hidden-state path is exact."""
+    lm = _causal_lm(model)
+    config = getattr(lm, "config", None)
+    if config is None or not hasattr(lm, "get_decoder") or lm.get_output_embeddings() is None:
+        return False
+    return all(getattr(config, name, None) in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS)
+
+
+def supports_prefix_sharing(model: torch.nn.Module) -> bool:
+    """Whether the attention backend takes a custom 4D mask (eager and sdpa do; flash-attention does not)."""
+    config = getattr(_causal_lm(model), "config", None)
+    impl = getattr(config, "_attn_implementation", None) or "eager"
+    return impl in ("eager", "sdpa")
+
+
+def _last_hidden_states(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The decoder's output [rows, T, H], from a forward through the whole model that computes one logit row."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
+
+    handle = _causal_lm(model).get_decoder().register_forward_hook(keep)
+    try:
+        model(**inputs, use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one decoder call in the forward, saw {len(captured)}")
+    return captured[0]
+
+
+def _causal_lm(model: torch.nn.Module) -> Any:
+    """The transformers model inside DDP / peft wrappers (the object that owns get_decoder)."""
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP, accelerate wrappers
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _float_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype activations run in (for the additive attention mask): the input embeddings' dtype."""
+    emb = _causal_lm(model).get_input_embeddings()
+    weight = getattr(emb, "weight", None)
+    return weight.dtype if weight is not None and weight.is_floating_point() else torch.float32

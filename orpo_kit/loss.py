@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 NllTokens = Literal["response", "prompt_and_response"]
 NLL_TOKEN_CHOICES: tuple[str, ...] = ("response", "prompt_and_response")
@@ -109,6 +110,98 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum(-1) / counts
 
 
+@dataclass
+class LogpTargets:
+    """Flat positions whose output predicts `token_ids`, each tagged with its sequence (-1: prompt, NLL only)."""
+
+    positions: torch.Tensor  # [N] index into the forward's flattened [rows * T] positions
+    token_ids: torch.Tensor  # [N] the token each position predicts
+    sequence: torch.Tensor  # [N] 0..B-1 chosen completion, B..2B-1 rejected completion, -1 chosen prompt token
+    num_pairs: int
+
+
+def plain_targets(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor, with_prompt: bool = False,
+) -> LogpTargets:
+    """Targets of the plain layout (rows [chosen_0..B-1, rejected_0..B-1]): position t predicts token t + 1.
+
+    `with_prompt` adds the chosen rows' prompt tokens, which TRL's NLL also counts.
+    """
+    rows, width = input_ids.shape
+    n_pairs = rows // 2
+    comp = completion_mask[:, 1:].bool()
+    nll_prompt = torch.zeros_like(comp)
+    if with_prompt:
+        real = attention_mask.bool()
+        nll_prompt[:n_pairs] = real[:n_pairs, 1:] & real[:n_pairs, :-1] & ~comp[:n_pairs]
+    row, col = (comp | nll_prompt).nonzero(as_tuple=True)  # row-major: each sequence's tokens in order
+    sequence = torch.where(comp[row, col], row, torch.full_like(row, -1))
+    return LogpTargets(row * width + col, input_ids[row, col + 1], sequence, n_pairs)
+
+
+def head_token_logps(
+    head: torch.nn.Module, hidden: torch.Tensor, token_ids: torch.Tensor, chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of `token_ids` from hidden states [N, H] through the output layer, chunk by chunk.
+
+    Each chunk's [n, V] logits live only inside the chunk: under autograd the chunk is recomputed in backward
+    (activation checkpointing), so peak memory holds one chunk of logits, never [N, V].
+    """
+    logps, means = [], []
+    for start in range(0, hidden.shape[0], chunk_size):
+        h, ids = hidden[start:start + chunk_size], token_ids[start:start + chunk_size]
+        if torch.is_grad_enabled() and h.requires_grad:
+            lp, mean = torch.utils.checkpoint.checkpoint(_head_chunk, head, h, ids, use_reentrant=False)
+        else:
+            lp, mean = _head_chunk(head, h, ids)
+        logps.append(lp)
+        means.append(mean)
+    if not logps:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat(logps), torch.cat(means)
+
+
+def _head_chunk(head: torch.nn.Module, h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk: logits, then the same log-softmax as `selected_token_logps`."""
+    return selected_token_logps(head(h), ids)
+
+
+def pair_logps_from_token_logps(
+    tok_logps: torch.Tensor, tok_means: torch.Tensor, targets: LogpTargets, nll_tokens: NllTokens = "response",
+) -> PairLogps:
+    """Reduce per-token log-probs to per-sequence means and the chosen NLL term (any layout)."""
+    n_pairs, seq = targets.num_pairs, targets.sequence
+    comp = seq >= 0
+    seq_c = seq[comp]
+    sums = tok_logps.new_zeros(2 * n_pairs).index_add(0, seq_c, tok_logps[comp])
+    counts = torch.bincount(seq_c, minlength=2 * n_pairs)
+    if bool((counts == 0).any()):
+        raise ValueError("a sequence has no completion tokens: its mean log-prob is undefined (0 / 0)")
+    seq_logps = sums / counts
+    chosen, rejected = seq_logps[:n_pairs], seq_logps[n_pairs:]
+    if nll_tokens == "response":
+        nll = -chosen.mean()  # the paper: mean over pairs of each chosen response's mean NLL
+    else:  # TRL: one mean over every prompt + response token of the chosen half
+        in_nll = seq < n_pairs  # chosen completions and (tagged -1) chosen prompts
+        nll = -tok_logps[in_nll].sum() / in_nll.sum().clamp(min=1)
+    means = tok_means.detach()
+    is_c, is_r = comp & (seq < n_pairs), seq >= n_pairs
+    return PairLogps(
+        chosen_logps=chosen,
+        rejected_logps=rejected,
+        nll_loss=nll,
+        chosen_logits_mean=means[is_c].sum() / is_c.sum(),
+        rejected_logits_mean=means[is_r].sum() / is_r.sum(),
+    )
+
+
+def check_nll_tokens(nll_tokens: str) -> None:
+    """Refuse an unknown NLL token choice."""
+    if nll_tokens not in NLL_TOKEN_CHOICES:
+        raise ValueError(f"nll_tokens must be one of {NLL_TOKEN_CHOICES}, got {nll_tokens!r}")
+
+
 def pair_logps_from_logits(
     logits: torch.Tensor,
     input_ids: torch.Tensor,
@@ -116,43 +209,13 @@ def pair_logps_from_logits(
     completion_mask: torch.Tensor,
     nll_tokens: NllTokens = "response",
 ) -> PairLogps:
-    """PairLogps from full logits of the concatenated layout: rows [chosen_0..B-1, rejected_0..B-1].
+    """PairLogps from full logits of the plain layout: rows [chosen_0..B-1, rejected_0..B-1].
 
     `completion_mask` marks completion tokens by position (never by pad id). Only the positions the loss
     needs go through the log-softmax: completion tokens, plus the chosen prompts under TRL's NLL.
     """
-    if nll_tokens not in NLL_TOKEN_CHOICES:
-        raise ValueError(f"nll_tokens must be one of {NLL_TOKEN_CHOICES}, got {nll_tokens!r}")
-    n_pairs = input_ids.shape[0] // 2
-    targets = input_ids[:, 1:]
-    comp = completion_mask[:, 1:].bool()  # position t predicts token t + 1
-    nll_mask = torch.zeros_like(comp)
-    if nll_tokens == "prompt_and_response":
-        nll_mask[:n_pairs] = attention_mask[:n_pairs, 1:].bool()
-    need = comp | nll_mask
-    tok_logps, tok_means = selected_token_logps(logits[:, :-1][need], targets[need])
-    full_logps = logits.new_zeros(need.shape, dtype=tok_logps.dtype).masked_scatter(need, tok_logps)
-    full_means = logits.new_zeros(need.shape, dtype=tok_means.dtype).masked_scatter(need, tok_means)
-    return _reduce(full_logps, full_means, comp, nll_mask, n_pairs, nll_tokens)
-
-
-def _reduce(
-    tok_logps: torch.Tensor, tok_means: torch.Tensor, comp: torch.Tensor, nll_mask: torch.Tensor,
-    n_pairs: int, nll_tokens: NllTokens,
-) -> PairLogps:
-    """Reduce per-token log-probs [2B, T] to per-sequence means and the chosen NLL term."""
-    seq_logps = masked_mean(tok_logps, comp)
-    chosen, rejected = seq_logps[:n_pairs], seq_logps[n_pairs:]
-    if nll_tokens == "response":
-        nll = -chosen.mean()  # the paper: mean over pairs of each chosen response's mean NLL
-    else:
-        m = nll_mask[:n_pairs]  # TRL: one mean over every prompt + response token of the chosen half
-        nll = -(tok_logps[:n_pairs] * m).sum() / m.sum().clamp(min=1)
-    comp_c, comp_r = comp[:n_pairs], comp[n_pairs:]
-    return PairLogps(
-        chosen_logps=chosen,
-        rejected_logps=rejected,
-        nll_loss=nll,
-        chosen_logits_mean=(tok_means[:n_pairs] * comp_c).sum() / comp_c.sum(),
-        rejected_logits_mean=(tok_means[n_pairs:] * comp_r).sum() / comp_r.sum(),
-    )
+    check_nll_tokens(nll_tokens)
+    targets = plain_targets(input_ids, attention_mask, completion_mask, nll_tokens == "prompt_and_response")
+    flat = logits.reshape(-1, logits.shape[-1])
+    tok_logps, tok_means = selected_token_logps(flat[targets.positions], targets.token_ids)
+    return pair_logps_from_token_logps(tok_logps, tok_means, targets, nll_tokens)

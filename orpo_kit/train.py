@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import checkpoint as ckpt
-from .batching import PairBatch, collate_pairs
+from .batching import PairBatch, collate
 from .config import ORPOConfig
 from .data import (
     DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, split_train_eval, tokenize_pairs,
 )
-from .forward import compute_pair_logps
+from .forward import compute_pair_logps, supports_prefix_sharing
 from .loss import METRIC_NAMES, orpo_loss
 
 METRICS_FILE = "metrics.jsonl"
@@ -34,7 +34,9 @@ CONFIG_FILE = "config.yaml"
 
 def orpo_step(model: torch.nn.Module, batch: PairBatch, cfg: ORPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss and metrics of one batch: forward over chosen + rejected together, then the ORPO loss."""
-    return orpo_loss(compute_pair_logps(model, batch, cfg.nll_tokens), cfg.orpo_lambda)
+    logps = compute_pair_logps(model, batch, cfg.nll_tokens, chunked=cfg.chunked_logps,
+                               chunk_size=cfg.logps_chunk_size)
+    return orpo_loss(logps, cfg.orpo_lambda)
 
 
 class TrainerCallback:
@@ -157,6 +159,7 @@ class Trainer:
                                        num_training_steps=cfg.max_steps)
         # The scheduler stays unprepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.prefix_sharing = cfg.prefix_sharing and supports_prefix_sharing(model)  # flash-attention: plain rows
         self.step = 0
         self._sigint = SigintHold()
         self._unlogged: dict[str, float] | None = None
@@ -187,7 +190,10 @@ class Trainer:
         epoch, k = divmod(step, steps_per_epoch)
         if self._epoch_order is None or self._epoch_order[0] != epoch:
             gen = torch.Generator().manual_seed(self.cfg.seed + epoch)
-            self._epoch_order = (epoch, torch.randperm(len(self.train_data), generator=gen).tolist())
+            order = torch.randperm(len(self.train_data), generator=gen).tolist()
+            if self.cfg.group_by_length:
+                order = length_grouped(order, [_pair_length(t) for t in self.train_data], size)
+            self._epoch_order = (epoch, order)
         chunk = self._epoch_order[1][k * size:(k + 1) * size]
         n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
         return [chunk[(m * n_proc + rank) * per_dev:(m * n_proc + rank + 1) * per_dev]
@@ -195,7 +201,7 @@ class Trainer:
 
     def _collate(self, items: list[TokenizedPair]) -> PairBatch:
         """Padded tensors on this process's device."""
-        return collate_pairs(items, self.tokenizer.pad_token_id).to(self.accelerator.device)
+        return collate(items, self.tokenizer.pad_token_id, self.prefix_sharing).to(self.accelerator.device)
 
     # ---- one optimizer step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -382,6 +388,22 @@ class Trainer:
             self.accelerator.end_training()
         for cb in self.callbacks:
             cb.on_train_end(self, result)
+
+
+def length_grouped(order: list[int], lengths: list[int], batch_size: int, megabatch_batches: int = 50) -> list[int]:
+    """A shuffled order regrouped so each batch holds pairs of similar length (less padding).
+
+    Like transformers' LengthGroupedSampler: split the shuffled order into megabatches of 50 batches, sort each
+    by length (longest first), and keep the megabatch order, so batches stay random across the epoch.
+    """
+    size = batch_size * megabatch_batches
+    megabatches = [order[i:i + size] for i in range(0, len(order), size)]
+    return [i for mb in megabatches for i in sorted(mb, key=lambda j: -lengths[j])]
+
+
+def _pair_length(t: TokenizedPair) -> int:
+    """Tokens a pair occupies in the shared layout: what its row's length depends on."""
+    return len(t.prompt_ids) + len(t.chosen_ids) + len(t.rejected_ids)
 
 
 def _guard_if_4bit(model: torch.nn.Module) -> None:

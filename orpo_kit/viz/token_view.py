@@ -3,8 +3,8 @@
 "Before" is the base model (the LoRA adapter switched off with `model.disable_adapter()`, or a separate
 `base_model`); "after" is the tuned model. Each completion token gets its log-prob under both, and the
 change Δ = tuned − base says which tokens training made more (green) or less (red) likely.
-The per-token numbers come from the loss module's `selected_token_logps`, so their mean over a completion is
-exactly the mean log-prob `score_pairs` and the ORPO loss use.
+The per-token numbers come from `orpo_kit.forward.token_logps`, the function the ORPO loss reads its log-probs
+through, so their mean over a completion is exactly the mean log-prob `score_pairs` and the loss use.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, Iterator
 
 import torch
 
-from ..batching import collate_pairs
+from ..batching import collate
 from ..data import PreferencePair, TokenizedPair
 from ..evaluate import score_pairs
-from ..loss import selected_token_logps
+from ..forward import supports_prefix_sharing, token_logps
 
 VIEWS = ("base", "tuned", "change")  # what colours the tokens: log-prob under a model, or the change
 LOGP_FLOOR = -10.0  # base / tuned views: log-probs at or below this are fully red, 0 (p = 1) is fully green
@@ -80,14 +80,14 @@ def completion_token_logps(
     model.eval()
     device = next(model.parameters()).device
     out: list[tuple[list[float], list[float]]] = []
+    shared = supports_prefix_sharing(model)
     for start in range(0, len(tokenized), batch_size):
         chunk = tokenized[start:start + batch_size]
-        batch = collate_pairs(chunk, pad_token_id).to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        need = batch.completion_mask[:, 1:].bool()  # position t predicts token t + 1
-        logps, _ = selected_token_logps(logits[:, :-1][need], batch.input_ids[:, 1:][need])
-        rows = torch.split(logps.cpu(), need.sum(-1).tolist())  # row-major: one piece per row, in order
-        out.extend((rows[i].tolist(), rows[len(chunk) + i].tolist()) for i in range(len(chunk)))
+        batch = collate(chunk, pad_token_id, prefix_sharing=shared).to(device)
+        targets, logps, _ = token_logps(model, batch, chunked=True)  # what the loss reads, token by token
+        seq, logps = targets.sequence.cpu(), logps.cpu()
+        n = len(chunk)
+        out.extend((logps[seq == i].tolist(), logps[seq == n + i].tolist()) for i in range(n))
     model.train(was_training)
     return out
 
