@@ -1,0 +1,32 @@
+"""Test-only fault injection, driven by environment variables; inert unless one is set.
+
+Crash-safety and numerical-guard tests need failures at exact points, not timing guesses:
+
+- `ORPO_KIT_TEST_NAN_AT="STEP:RANK"` (several joined by commas): the first micro-batch loss of optimizer
+  step STEP (counting from 1) on process RANK becomes NaN, as a corrupt batch or an overflow would make it.
+- `ORPO_KIT_TEST_STOP_AT="save:STEP"`: the process stops itself with SIGSTOP halfway through writing the
+  checkpoint of step STEP (after the weights, before the trainer state); `"step:STEP"` stops it once step
+  STEP is trained and logged, before any checkpoint of that step. A test then kills it with SIGKILL.
+
+Never set these outside tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+NAN_AT = "ORPO_KIT_TEST_NAN_AT"
+STOP_AT = "ORPO_KIT_TEST_STOP_AT"
+
+
+def nan_injected(step: int, rank: int) -> bool:
+    """Whether the test hook asks for a NaN loss at optimizer step `step` (1-based) on process `rank`."""
+    spec = os.environ.get(NAN_AT, "")
+    return any(item.strip() == f"{step}:{rank}" for item in spec.split(",") if item.strip())
+
+
+def stop_if_requested(point: str, step: int) -> None:
+    """SIGSTOP this process when the test hook names this point ("save" or "step") and step."""
+    if os.environ.get(STOP_AT, "").strip() == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGSTOP)
