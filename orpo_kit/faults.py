@@ -3,7 +3,10 @@
 Crash-safety and numerical-guard tests need failures at exact points, not timing guesses:
 
 - `ORPO_KIT_TEST_NAN_AT="STEP:RANK"` (several joined by commas): the first micro-batch loss of optimizer
-  step STEP (counting from 1) on process RANK becomes NaN, as a corrupt batch or an overflow would make it.
+  step STEP (counting from 1) on process RANK becomes NaN, as a corrupt batch or an overflow would make it;
+  the NaN flows into the gradients (and, under DDP, into every process's gradients). `"STEP:RANK:value"`
+  makes only the loss value NaN and leaves the gradients finite: then only that process can see the
+  problem, which tests that the skip decision is shared.
 - `ORPO_KIT_TEST_STOP_AT="save:STEP"`: the process stops itself with SIGSTOP halfway through writing the
   checkpoint of step STEP (after the weights, before the trainer state); `"step:STEP"` stops it once step
   STEP is trained and logged, before any checkpoint of that step. A test then kills it with SIGKILL.
@@ -16,14 +19,20 @@ from __future__ import annotations
 import os
 import signal
 
+import torch
+
 NAN_AT = "ORPO_KIT_TEST_NAN_AT"
 STOP_AT = "ORPO_KIT_TEST_STOP_AT"
 
 
-def nan_injected(step: int, rank: int) -> bool:
-    """Whether the test hook asks for a NaN loss at optimizer step `step` (1-based) on process `rank`."""
-    spec = os.environ.get(NAN_AT, "")
-    return any(item.strip() == f"{step}:{rank}" for item in spec.split(",") if item.strip())
+def inject_nan(loss: torch.Tensor, step: int, rank: int) -> torch.Tensor:
+    """The loss, made NaN when the test hook names optimizer step `step` (1-based) on process `rank`."""
+    for item in os.environ.get(NAN_AT, "").split(","):
+        at_step, _, rest = item.strip().partition(":")
+        at_rank, _, mode = rest.partition(":")
+        if at_step == str(step) and at_rank == str(rank):
+            return loss + loss.detach() * float("nan") if mode == "value" else loss * float("nan")
+    return loss
 
 
 def stop_if_requested(point: str, step: int) -> None:

@@ -220,8 +220,8 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():
                     loss, metrics = orpo_step(self.model, batch, self.cfg)
-                if m == 0 and faults.nan_injected(self.step + 1, self.accelerator.process_index):
-                    loss = loss * float("nan")
+                if m == 0:
+                    loss = faults.inject_nan(loss, self.step + 1, self.accelerator.process_index)  # test-only
                 if not torch.isfinite(loss):
                     bad_rows.extend(batch.origins)
                 # Backward even on a bad loss: under DDP every process must join the gradient all-reduce.
