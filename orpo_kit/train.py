@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -264,7 +265,9 @@ class Trainer:
         if self.skipped_steps >= self.cfg.max_skipped_steps:
             raise FloatingPointError(f"{message}; {self.skipped_steps} step(s) already skipped "
                                      f"(max_skipped_steps={self.cfg.max_skipped_steps}): stopping")
-        with self._sigint.hold():
+        with self._sigint.hold(), warnings.catch_warnings():
+            # torch warns when the schedule moves before any optimizer.step(): here that is the intent
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
             self.scheduler.step()
             self.step += 1
             self.skipped_steps += 1
