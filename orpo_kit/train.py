@@ -379,7 +379,8 @@ class Trainer:
         every = self.accelerator.gather(local.unsqueeze(0))  # [processes, 2]
         if not bool(torch.isfinite(every).all()):
             bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]
-            raise FloatingPointError(f"step {self.step}: non-finite weights on process(es) {bad}; no checkpoint written")
+            raise FloatingPointError(f"step {self.step}: non-finite weights on process(es) {bad}; "
+                                     "no checkpoint written")
         if not bool((every == every[0]).all()):
             raise RuntimeError(f"step {self.step}: the processes' copies of the weights differ "
                                f"(fingerprints {every.tolist()}); no checkpoint written")

@@ -45,8 +45,8 @@ def test_nonfinite_loss_is_skipped_then_the_run_stops_naming_step_and_rows(tmp_p
 
     run = tmp_path / "run"
     records = {r["step"]: r for r in read_metrics(run)}
-    assert records[2] == {"step": 2, "skipped_step": 1, "skipped_steps": 1, "learning_rate": records[2]["learning_rate"],
-                          "step_time": records[2]["step_time"]}
+    assert set(records[2]) == {"step", "skipped_step", "skipped_steps", "learning_rate", "step_time"}, records[2]
+    assert records[2]["skipped_step"] == records[2]["skipped_steps"] == 1
     assert 3 not in records and [p.name for p in ckpt.list_checkpoints(run)] == ["step-000001", "step-000002"]
     step1, step2 = _saved(run, 1), _saved(run, 2)
     for name, tensor in step2.items():
