@@ -139,6 +139,7 @@ class Trainer:
         self.run_dir = _prepare_output_dir(cfg.output_dir)
         self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.run_dir))
+        refuse_sharded_training(self.accelerator.distributed_type)
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
         self.data_report = DataReport(source="pairs given in Python")
@@ -468,6 +469,20 @@ def _nonfinite_message(step: int, reports: list[tuple[int, list[str], list[str]]
         return f"non-finite loss at step {step} on rows [{where}]"
     rows = [row for _, _, step_rows in reports for row in step_rows]
     return f"non-finite gradient at step {step} (loss finite) from the batch's rows [{'; '.join(rows)}]"
+
+
+SHARDED = ("FSDP", "DEEPSPEED")
+
+
+def refuse_sharded_training(distributed_type: Any) -> None:
+    """FSDP and DeepSpeed are refused until orpo_kit's checkpoints and step skipping handle sharded state."""
+    name = getattr(distributed_type, "name", str(distributed_type))
+    if name in SHARDED:
+        raise ValueError(
+            f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would hold "
+            "only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
+            "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
+            "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small.")
 
 
 def _guard_if_4bit(model: torch.nn.Module) -> None:

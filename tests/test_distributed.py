@@ -130,3 +130,24 @@ def test_nan_on_one_process_skips_the_step_on_every_process(tmp_path: Path, monk
     _single_process(tmp_path / "single")
     for name, tensor in _final_weights(tmp_path / "single").items():
         torch.testing.assert_close(weights[name], tensor, rtol=TOL, atol=TOL, msg=lambda m: f"{name}: {m}")
+
+
+def test_shipped_accelerate_configs_parse_and_sharded_ones_are_refused() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    from orpo_kit.accelerate_configs import accelerate_config_names, accelerate_config_path
+    from orpo_kit.train import refuse_sharded_training
+
+    kinds = {name: load_config_from_file(str(accelerate_config_path(name))).distributed_type
+             for name in accelerate_config_names()}
+    assert kinds == {"ddp": DistributedType.MULTI_GPU, "fsdp": DistributedType.FSDP,
+                     "deepspeed_zero2": DistributedType.DEEPSPEED, "deepspeed_zero3": DistributedType.DEEPSPEED}
+    for name in ("fsdp", "deepspeed_zero3"):  # sharded 4-bit weights need a float storage dtype
+        assert "bnb_4bit_quant_storage" in accelerate_config_path(name).read_text(), name
+    for name in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):
+        assert "QLoRA caveats" in accelerate_config_path(name).read_text(), name
+        with pytest.raises(ValueError, match="does not support yet"):
+            refuse_sharded_training(kinds[name])
+    for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+        refuse_sharded_training(kind)  # accepted
