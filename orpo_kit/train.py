@@ -373,7 +373,7 @@ class Trainer:
 
     def _check_replicas_agree(self) -> None:
         """Data-parallel copies of the weights must be identical and finite on every process before a save."""
-        if self.accelerator.num_processes == 1 or not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):
+        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):  # one process, or sharded
             return
         params = [p.detach().double() for p in self.model.parameters()]
         local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
@@ -479,8 +479,8 @@ def refuse_sharded_training(distributed_type: Any) -> None:
     name = getattr(distributed_type, "name", str(distributed_type))
     if name in SHARDED:
         raise ValueError(
-            f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would hold "
-            "only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
+            f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would "
+            "hold only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
             "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
             "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small.")
 
