@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from . import faults
+
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 _NAME = re.compile(r"^step-(\d+)$")
@@ -67,7 +69,7 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """All RNG states as tensors and plain values (loadable with weights_only=True)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -80,7 +82,7 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what `_rng_state` saved."""
+    """Restore what `rng_state` saved."""
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -96,11 +98,37 @@ def _check_finite(model: torch.nn.Module) -> None:
         raise FloatingPointError(f"refusing to save a checkpoint: non-finite values in {bad[:5]}")
 
 
+def rng_file(rank: int) -> str:
+    """File of one process's RNG state: rank 0 keeps the single-process name, rank r > 0 its own file."""
+    return "rng_state.pt" if rank == 0 else f"rng_state_rank{rank}.pt"
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module) -> int:
+    """Bytes one checkpoint takes: saved weights (all of them, or only the trainable ones under an adapter)
+    plus AdamW's two moments per trainable value; tokenizer and small files are not counted."""
+    params = dict(model.named_parameters()).values()  # tied weights once
+    trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
+    adapter = hasattr(model, "peft_config")
+    weights = trainable if adapter else sum(p.numel() * p.element_size() for p in params)
+    return weights + 2 * trainable
+
+
+def check_free_space(run_dir: Path, needed: int) -> None:
+    """Refuse to start when the output directory's disk cannot hold one more checkpoint."""
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise OSError(f"output_dir {run_dir}: {free / 2**20:.1f} MiB free on its disk, but one checkpoint needs "
+                      f"about {needed / 2**20:.1f} MiB; free some space or choose another output_dir")
+
+
 def save_checkpoint(
     run_dir: str | Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
-    scheduler: Any, state: dict[str, Any], keep_last: int = 2,
+    scheduler: Any, state: dict[str, Any], keep_last: int = 2, rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a complete checkpoint atomically, then drop old ones beyond `keep_last` (the newest is extra)."""
+    """Write a complete checkpoint atomically, then drop old ones beyond `keep_last` (the newest is extra).
+
+    `rng_states`: one per process (rank order), gathered by the caller; default this process's alone.
+    """
     _check_finite(model)
     final = checkpoint_path(run_dir, step)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
@@ -111,9 +139,11 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp / "model")
     if _after_weights_hook is not None:
         _after_weights_hook(tmp)
+    faults.stop_if_requested("save", step)  # test-only: a kill -9 halfway through the write
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng_state.pt")
+    for rank, rng in enumerate(rng_states or [rng_state()]):
+        torch.save(rng, tmp / rng_file(rank))
     (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2), encoding="utf-8")
     _fsync_tree(tmp)
     if final.exists():
@@ -188,9 +218,15 @@ def load_weights(model: Any, checkpoint: Path) -> None:
         raise ValueError(f"{folder}: weights do not match the model (unexpected {unexpected[:3]}, missing {untied[:3]})")
 
 
-def load_trainer_state(checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore optimizer, scheduler and RNG states; return the saved trainer state dict."""
+def load_trainer_state(
+    checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0,
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and this process's RNG states; return the saved trainer state dict.
+
+    A process whose rank has no RNG file (the run had fewer processes) takes rank 0's.
+    """
     optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
-    _set_rng_state(torch.load(checkpoint / "rng_state.pt", weights_only=True))
+    rng = checkpoint / rng_file(rank)
+    _set_rng_state(torch.load(rng if rng.is_file() else checkpoint / rng_file(0), weights_only=True))
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))

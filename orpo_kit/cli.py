@@ -164,6 +164,8 @@ def run_train(args: argparse.Namespace) -> int:
     preset = args.preset or (None if args.config else DEFAULT_PRESET)
     cfg = resolve_config(preset, args.config, overrides)
     result = train(cfg, resume=args.resume)
+    if not result.is_main_process:  # `accelerate launch`: one report, from the main process
+        return 130 if result.interrupted else 0
     run = Path(cfg.output_dir)
     print(f"\nrun directory : {run}\nmetrics       : {run / METRICS_FILE}\nconfig        : {run / CONFIG_FILE}")
     print(f"checkpoint    : {result.last_checkpoint}")

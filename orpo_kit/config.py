@@ -25,6 +25,7 @@ class ORPOConfig:
     tokenizer_name_or_path: str | None = None  # None: same as the model ("tiny": the tokenizer in the package)
     model_config_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {hidden_size: 128} for "tiny"
     trust_remote_code: bool = False  # never run a repository's Python unless asked
+    allow_pickle_weights: bool = False  # load .bin/.pt (pickle) weights only when asked; safetensors always
     attn_implementation: str = "sdpa"
     # LoRA (off: full fine-tuning)
     use_lora: bool = False
@@ -68,6 +69,7 @@ class ORPOConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
+    max_skipped_steps: int = 3  # steps with a non-finite loss/gradient skipped (with a warning) before stopping
     lr_scheduler_type: str = "linear"  # any transformers.get_scheduler name
     warmup_steps: int = 0
     warmup_ratio: float = 0.0  # used when warmup_steps == 0
@@ -101,6 +103,8 @@ class ORPOConfig:
         for name in ("max_length", "max_prompt_length", "min_completion_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_skipped_steps < 0:
+            raise ValueError(f"max_skipped_steps must be >= 0, got {self.max_skipped_steps}")
         if self.stop_at_step is not None and self.stop_at_step < 1:
             raise ValueError(f"stop_at_step must be at least 1 (or unset), got {self.stop_at_step}")
         if self.orpo_lambda < 0:

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import checkpoint as ckpt
 from .config import ORPOConfig
+from .models.safety import check_weight_files
 from .train import CONFIG_FILE
 
 
@@ -61,8 +62,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype |
     cfg = ORPOConfig.from_yaml(run_dir / CONFIG_FILE)
     path = find_checkpoint(run_dir, checkpoint)
     weights = path / "model"
+    check_weight_files(weights, cfg.allow_pickle_weights, what="checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(weights)
-    if (weights / "adapter_model.safetensors").is_file():
+    if (weights / "adapter_config.json").is_file():
         from .models.load import quiet_peft
 
         with quiet_peft():

@@ -5,21 +5,24 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import checkpoint as ckpt
+from . import faults
 from .batching import PairBatch, collate
 from .config import ORPOConfig
 from .data import (
@@ -63,6 +66,7 @@ class TrainResult:
     final_train: dict[str, float] = field(default_factory=dict)
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
+    is_main_process: bool = True  # under `accelerate launch`, only the main process reports
 
     def summary(self) -> str:
         """One line: steps, final loss, eval reward accuracy before -> after."""
@@ -137,6 +141,7 @@ class Trainer:
         self.run_dir = _prepare_output_dir(cfg.output_dir)
         self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.run_dir))
+        refuse_sharded_training(self.accelerator.distributed_type)
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
         self.data_report = DataReport(source="pairs given in Python")
@@ -153,6 +158,7 @@ class Trainer:
             print("\n".join(self.data_report.lines()))
         model = model if model is not None else load_model(cfg, self.tokenizer)
         _guard_if_4bit(model)
+        ckpt.check_free_space(self.run_dir, ckpt.estimate_checkpoint_bytes(model))
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * cfg.max_steps)
         self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
@@ -160,7 +166,10 @@ class Trainer:
         # The scheduler stays unprepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.prefix_sharing = cfg.prefix_sharing and supports_prefix_sharing(model)  # flash-attention: plain rows
+        # Which processes take part (rank order); recorded in every checkpoint's trainer_state.json.
+        self.processes = gather_object([{"rank": self.accelerator.process_index, "pid": os.getpid()}])
         self.step = 0
+        self.skipped_steps = 0  # updates dropped for a non-finite loss or gradient (see _skip_step)
         self._sigint = SigintHold()
         self._unlogged: dict[str, float] | None = None
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
@@ -205,23 +214,32 @@ class Trainer:
 
     # ---- one optimizer step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        """Accumulate gradients over micro-batches, clip, update; return metrics averaged over the step."""
+        """Accumulate gradients over micro-batches, clip, update; return metrics averaged over the step.
+
+        A non-finite loss or gradient on any process skips the update on every process (`_skip_step`).
+        """
         self.model.train()
         micro = self.micro_batches(self.step)
         totals = torch.zeros(len(METRIC_NAMES), device=self.accelerator.device)
+        bad_rows: list[str] = []
         for m, indices in enumerate(micro):
             batch = self._collate([self.train_data[i] for i in indices])
             sync = m == len(micro) - 1
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():
                     loss, metrics = orpo_step(self.model, batch, self.cfg)
+                if m == 0:
+                    loss = faults.inject_nan(loss, self.step + 1, self.accelerator.process_index)  # test-only
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss at step {self.step + 1} on rows {batch.origins}")
+                    bad_rows.extend(batch.origins)
+                # Backward even on a bad loss: under DDP every process must join the gradient all-reduce.
                 self.accelerator.backward(loss / len(micro))
             totals += torch.stack([metrics[k] for k in METRIC_NAMES]) / len(micro)
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
+        if self._any_process_nonfinite(bad_rows, grad_norm, params):
+            return self._skip_step(micro, bad_rows, lr)
         with self._sigint.hold():
             self.optimizer.step()
             self.scheduler.step()
@@ -230,6 +248,40 @@ class Trainer:
         totals = self.accelerator.reduce(totals, reduction="mean")
         out = {k: v.item() for k, v in zip(METRIC_NAMES, totals)}
         return {**out, "grad_norm": float(grad_norm), "learning_rate": lr}
+
+    def _any_process_nonfinite(self, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]) -> bool:
+        """One decision for all processes: True when any of them saw a non-finite loss or gradient."""
+        if grad_norm is not None:
+            grads_ok = bool(torch.isfinite(torch.as_tensor(grad_norm)))
+        else:  # e.g. DeepSpeed clips inside its own step and returns no norm
+            grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+        flag = torch.tensor([0.0 if grads_ok and not bad_rows else 1.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="max").item() > 0)
+
+    def _skip_step(self, micro: list[list[int]], bad_rows: list[str], lr: float) -> dict[str, float]:
+        """Drop this step's update on every process, warn with the step and rows, or stop past the limit.
+
+        A skipped step still counts: its batch is consumed and the LR schedule moves on, so the data order
+        and the schedule stay pure functions of the step (resume and multi-process runs agree). Only the
+        optimizer update (weights and Adam state) is dropped.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        step_rows = [self.train_data[i].origin for indices in micro for i in indices]
+        reports = gather_object([(self.accelerator.process_index, bad_rows, step_rows)])
+        message = _nonfinite_message(self.step + 1, reports)
+        if self.skipped_steps >= self.cfg.max_skipped_steps:
+            raise FloatingPointError(f"{message}; {self.skipped_steps} step(s) already skipped "
+                                     f"(max_skipped_steps={self.cfg.max_skipped_steps}): stopping")
+        with self._sigint.hold(), warnings.catch_warnings():
+            # torch warns when the schedule moves before any optimizer.step(): here that is the intent
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
+            self.step += 1
+            self.skipped_steps += 1
+        if self.accelerator.is_main_process:
+            tqdm.write(f"orpo-kit: warning: {message}; update skipped ({self.skipped_steps} of at most "
+                       f"{self.cfg.max_skipped_steps})", file=sys.stderr)
+        return {"skipped_step": 1, "skipped_steps": self.skipped_steps, "learning_rate": lr}
 
     @torch.no_grad()
     def evaluate(self, data: list[TokenizedPair] | None = None, prefix: str = "eval_") -> dict[str, float]:
@@ -257,7 +309,8 @@ class Trainer:
         self._start_logs(resumed=start > 0)
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir))
+        result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir),
+                             is_main_process=self.accelerator.is_main_process)
         last_saved = start if result.last_checkpoint else -1
         end = min(self.cfg.max_steps, self.cfg.stop_at_step or self.cfg.max_steps)
         quiet = {} if self.accelerator.is_main_process else {"disable": True}  # main: TQDM_DISABLE still works
@@ -266,11 +319,13 @@ class Trainer:
             result.eval_before = self._eval_before(start)
             while self.step < end:
                 self._run_one_step(end, result)
+                faults.stop_if_requested("step", self.step)  # test-only: a kill -9 between checkpoints
                 if self.step % self.cfg.save_steps == 0 or self.step == end:
                     result.last_checkpoint, last_saved = self.save(), self.step
                 bar.update(1)
-                bar.set_postfix(loss=f"{result.final_train['loss']:.4f}",
-                                acc=f"{result.final_train['rewards/accuracies']:.2f}")
+                if "loss" in result.final_train:
+                    bar.set_postfix(loss=f"{result.final_train['loss']:.4f}",
+                                    acc=f"{result.final_train['rewards/accuracies']:.2f}")
                 if self._sigint.pending:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -292,7 +347,9 @@ class Trainer:
         t0 = time.perf_counter()
         record = self.train_step()
         record["step_time"] = time.perf_counter() - t0
-        result.final_train, self._unlogged = dict(record), dict(record)
+        if "loss" in record:  # a skipped step has no loss: keep the last trained step's record
+            result.final_train = dict(record)
+        self._unlogged = dict(record)
         is_last = self.step == end
         if self.step % self.cfg.eval_steps == 0 or is_last:
             record.update(self.evaluate())
@@ -304,17 +361,36 @@ class Trainer:
             self._log(record)
 
     def save(self) -> Path:
-        """Write a checkpoint of the current step (main process writes; all processes wait for it)."""
+        """Write a checkpoint of the current step: every process hands over its RNG state, the main process
+        alone writes; all wait for it."""
         self.accelerator.wait_for_everyone()
+        self._check_replicas_agree()
         path = ckpt.checkpoint_path(self.run_dir, self.step)
+        rng_states = gather_object([ckpt.rng_state()])  # one per process, in process order
         if self.accelerator.is_main_process:
-            state = {"config": self.cfg.to_dict(), "num_processes": self.accelerator.num_processes}
+            state = {"config": self.cfg.to_dict(), "num_processes": self.accelerator.num_processes,
+                     "processes": self.processes, "saved_by_pid": os.getpid(), "skipped_steps": self.skipped_steps}
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
                                         self.tokenizer, self.optimizer, self.scheduler, state,
-                                        keep_last=self.cfg.save_total_limit)
+                                        keep_last=self.cfg.save_total_limit, rng_states=rng_states)
             self._maybe_mark_best(path)
         self.accelerator.wait_for_everyone()
         return path
+
+    def _check_replicas_agree(self) -> None:
+        """Data-parallel copies of the weights must be identical and finite on every process before a save."""
+        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):  # one process, or sharded
+            return
+        params = [p.detach().double() for p in self.model.parameters()]
+        local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
+        every = self.accelerator.gather(local.unsqueeze(0))  # [processes, 2]
+        if not bool(torch.isfinite(every).all()):
+            bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]
+            raise FloatingPointError(f"step {self.step}: non-finite weights on process(es) {bad}; "
+                                     "no checkpoint written")
+        if not bool((every == every[0]).all()):
+            raise RuntimeError(f"step {self.step}: the processes' copies of the weights differ "
+                               f"(fingerprints {every.tolist()}); no checkpoint written")
 
     def _maybe_mark_best(self, path: Path) -> None:
         """Name this checkpoint best when the eval at its step beats every earlier one."""
@@ -340,8 +416,9 @@ class Trainer:
                 print(f"--resume: no checkpoint in {self.run_dir / ckpt.CHECKPOINTS}; starting from step 0")
             return 0
         ckpt.load_weights(self.accelerator.unwrap_model(self.model), found)
-        state = ckpt.load_trainer_state(found, self.optimizer, self.scheduler)
+        state = ckpt.load_trainer_state(found, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
         self.step = int(state["step"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         if self.accelerator.is_main_process:
             print(f"resuming from {found} (step {self.step})")
         return self.step
@@ -406,6 +483,30 @@ def _pair_length(t: TokenizedPair) -> int:
     return len(t.prompt_ids) + len(t.chosen_ids) + len(t.rejected_ids)
 
 
+def _nonfinite_message(step: int, reports: list[tuple[int, list[str], list[str]]]) -> str:
+    """Name the step and the rows: those whose loss was non-finite, else every row of the step."""
+    bad = [(rank, rows) for rank, rows, _ in reports if rows]
+    if bad:
+        where = " | ".join(f"process {rank}: {'; '.join(rows)}" for rank, rows in bad)
+        return f"non-finite loss at step {step} on rows [{where}]"
+    rows = [row for _, _, step_rows in reports for row in step_rows]
+    return f"non-finite gradient at step {step} (loss finite) from the batch's rows [{'; '.join(rows)}]"
+
+
+SHARDED = ("FSDP", "DEEPSPEED")
+
+
+def refuse_sharded_training(distributed_type: Any) -> None:
+    """FSDP and DeepSpeed are refused until orpo_kit's checkpoints and step skipping handle sharded state."""
+    name = getattr(distributed_type, "name", str(distributed_type))
+    if name in SHARDED:
+        raise ValueError(
+            f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would "
+            "hold only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
+            "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
+            "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small.")
+
+
 def _guard_if_4bit(model: torch.nn.Module) -> None:
     """Models with bitsandbytes 4-bit layers get the CPU repack guard, however they were loaded."""
     if "bitsandbytes" in sys.modules:
@@ -419,7 +520,7 @@ def _prepare_output_dir(path: str) -> Path:
     run_dir = Path(path)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test-{os.getpid()}"  # one per process: launched processes probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -428,11 +529,22 @@ def _prepare_output_dir(path: str) -> Path:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl (empty when there is none)."""
+    """All records of a run's metrics.jsonl (empty when there is none).
+
+    A last line cut short (a run killed mid-write) is skipped; a bad line anywhere else is an error.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number < len(lines):
+                raise ValueError(f"{path}, line {number}: not a JSON record ({exc})") from exc
+    return records
 
 
 def train(cfg: ORPOConfig, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:

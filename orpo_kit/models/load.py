@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, Mis
 
 from ..config import ORPOConfig
 from .chat_template import ADDED_IDS, ensure_chat_template, fit_embeddings, trainable_token_targets
+from .safety import check_weight_files, explain_refusals, use_safetensors
 
 TINY = "tiny"
 TINY_DEFAULTS: dict[str, Any] = dict(
@@ -79,9 +80,13 @@ def tiny_tokenizer_dir() -> Path:
 
 
 def _offline_hint(name: str, exc: Exception) -> OSError:
-    """An error that says what to do when a hub model is not reachable or cached."""
-    return OSError(f"could not load {name!r}: {exc}\nIf this machine is offline, download the model elsewhere "
-                   "and pass its local directory, or pre-fill the Hugging Face cache.")
+    """An error that says what to do when a hub model is not reachable or cached (or has no safetensors)."""
+    hint = ("\nIf this machine is offline, download the model elsewhere and pass its local directory, or pre-fill "
+            "the Hugging Face cache.")
+    if "safetensors" in str(exc):
+        hint += ("\norpo_kit loads safetensors weights only; for pickled .bin weights from a source you trust, "
+                 "set allow_pickle_weights=true.")
+    return OSError(f"could not load {name!r}: {exc}{hint}")
 
 
 def load_tokenizer(cfg: ORPOConfig) -> Any:
@@ -89,7 +94,8 @@ def load_tokenizer(cfg: ORPOConfig) -> Any:
     name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     source = str(tiny_tokenizer_dir()) if name == TINY else resolve_model_source(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+        with explain_refusals(name):
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except OSError as exc:
         raise _offline_hint(name, exc) from exc
     setattr(tokenizer, ADDED_IDS, ensure_chat_template(tokenizer))  # base models get ChatML and its tokens
@@ -120,12 +126,15 @@ def load_base_model(cfg: ORPOConfig, tokenizer: Any = None) -> tuple[PreTrainedM
     elif cfg.model_name_or_path == TINY:
         model = build_tiny_model(cfg.model_config_overrides, seed=cfg.seed)
     else:
+        source = resolve_model_source(cfg.model_name_or_path)
+        check_weight_files(source, cfg.allow_pickle_weights)
         try:
-            model = AutoModelForCausalLM.from_pretrained(
-                resolve_model_source(cfg.model_name_or_path), dtype=torch.float32,
-                trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
-                use_safetensors=True,
-            )
+            with explain_refusals(cfg.model_name_or_path):
+                model = AutoModelForCausalLM.from_pretrained(
+                    source, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code,
+                    attn_implementation=cfg.attn_implementation,
+                    use_safetensors=use_safetensors(cfg.allow_pickle_weights),
+                )
         except OSError as exc:
             raise _offline_hint(cfg.model_name_or_path, exc) from exc
     model.config.use_cache = False

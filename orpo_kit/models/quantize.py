@@ -134,12 +134,16 @@ def loads_on_cpu(device_map: Any) -> bool:
 
 def _from_pretrained(source: str, cfg: ORPOConfig, device_map: Any) -> PreTrainedModel:
     """AutoModelForCausalLM.from_pretrained with the 4-bit config, dtype = compute dtype."""
+    from .safety import check_weight_files, explain_refusals, use_safetensors
+
+    check_weight_files(source, cfg.allow_pickle_weights)
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            source, quantization_config=quantization_config(cfg), dtype=compute_dtype(cfg), device_map=device_map,
-            trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation,
-            use_safetensors=True,
-        )
+        with explain_refusals(source):
+            return AutoModelForCausalLM.from_pretrained(
+                source, quantization_config=quantization_config(cfg), dtype=compute_dtype(cfg),
+                device_map=device_map, trust_remote_code=cfg.trust_remote_code,
+                attn_implementation=cfg.attn_implementation, use_safetensors=use_safetensors(cfg.allow_pickle_weights),
+            )
     except OSError as exc:
         raise OSError(f"could not load {source!r} in 4-bit: {exc}\nIf this machine is offline, download the model "
                       "elsewhere and pass its local directory, or pre-fill the Hugging Face cache.") from exc
