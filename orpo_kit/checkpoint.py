@@ -123,9 +123,9 @@ def check_free_space(run_dir: Path, needed: int) -> None:
 
 def save_checkpoint(
     run_dir: str | Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
-    scheduler: Any, state: dict[str, Any], keep_last: int = 2, rng_states: list[dict[str, Any]] | None = None,
+    scheduler: Any, state: dict[str, Any], keep_last: int = 3, rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Write a complete checkpoint atomically, then drop old ones beyond `keep_last` (the newest is extra).
+    """Write a complete checkpoint atomically, then keep only the newest `keep_last` (and the best).
 
     `rng_states`: one per process (rank order), gathered by the caller; default this process's alone.
     """
@@ -192,7 +192,7 @@ def _fsync_dir(folder: Path) -> None:
 def _prune(run_dir: Path, keep_last: int) -> None:
     """Delete old checkpoints and leftovers of interrupted saves by other processes."""
     best = best_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir)[: -(keep_last + 1)]:
+    for old in list_checkpoints(run_dir)[:-max(1, keep_last)]:  # the newest always stays
         if old != best:
             shutil.rmtree(old, ignore_errors=True)
     for leftover in (run_dir / CHECKPOINTS).glob(".tmp-*"):

@@ -82,7 +82,7 @@ class ORPOConfig:
     eval_steps: int = 50  # also evaluates before the first step and at the end
     logging_steps: int = 1
     save_steps: int = 50
-    save_total_limit: int = 2  # checkpoints kept besides the newest (and the best)
+    save_total_limit: int = 3  # the newest K checkpoints are kept (and the best one), like transformers
     metric_for_best_model: str = "eval_rewards/accuracies"  # names checkpoints/best.json
     greater_is_better: bool = True
     output_dir: str = "runs/orpo"
@@ -97,7 +97,7 @@ class ORPOConfig:
         if self.nll_tokens not in NLL_TOKEN_CHOICES:
             raise ValueError(f"nll_tokens must be one of {NLL_TOKEN_CHOICES}, got {self.nll_tokens!r}")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "max_steps", "eval_steps", "logging_steps", "save_steps"):
+                     "max_steps", "eval_steps", "logging_steps", "save_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_length", "max_prompt_length", "min_completion_tokens"):

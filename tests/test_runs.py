@@ -51,7 +51,7 @@ def _tiny_lora(run_dir: Path, **overrides):
         "output_dir": str(run_dir), "use_lora": True, "lora_r": 8, "lora_alpha": 16, "learning_rate": 5e-3,
         "warmup_steps": 0, "max_steps": 4, "save_steps": 1, "eval_steps": 1, "logging_steps": 1,
         "per_device_train_batch_size": 4, "max_train_pairs": 32, "max_eval_pairs": 8, "per_device_eval_batch_size": 8,
-        "save_total_limit": 0, "device": "cpu", **overrides})
+        "save_total_limit": 1, "device": "cpu", **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_best_checkpoint_follows_eval_metric_and_survives_pruning(lora_run: Path
     pointer = json.loads((lora_run / ckpt.CHECKPOINTS / ckpt.BEST_FILE).read_text())
     assert pointer["checkpoint"] == f"step-{expected:06d}" and pointer["metric"] == METRIC
     assert pointer["value"] == pytest.approx(next(r[METRIC] for r in records if r["step"] == expected))
-    # save_total_limit=0 keeps only the newest checkpoint, and the best one.
+    # save_total_limit=1 keeps only the newest checkpoint, and the best one.
     kept = [p.name for p in ckpt.list_checkpoints(lora_run)]
     assert kept == sorted({f"step-{expected:06d}", "step-000004"})
     assert find_checkpoint(lora_run, "best").name == f"step-{expected:06d}"
@@ -159,16 +159,16 @@ def test_prune_and_mark_best_on_fake_checkpoints(tmp_path: Path) -> None:
     assert not list(root.glob("*.tmp"))
     assert ckpt.best_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 2)
 
-    ckpt._prune(tmp_path, keep_last=1)
+    ckpt._prune(tmp_path, keep_last=2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000002", "step-000004", "step-000005"]
     assert mine.is_dir() and not other.exists()  # only other processes' leftovers go
-    ckpt._prune(tmp_path, keep_last=0)
+    ckpt._prune(tmp_path, keep_last=1)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000002", "step-000005"]
     assert find_checkpoint(tmp_path, "best").name == "step-000002"
     assert find_checkpoint(tmp_path, "latest").name == "step-000005"
 
     ckpt.mark_best(tmp_path, ckpt.checkpoint_path(tmp_path, 5), METRIC, 0.875)
-    ckpt._prune(tmp_path, keep_last=0)
+    ckpt._prune(tmp_path, keep_last=1)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000005"]
 
     shutil.rmtree(ckpt.checkpoint_path(tmp_path, 5))  # best.json naming a deleted checkpoint
