@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("out_dir")
     m.add_argument("--checkpoint", default="best", help="best (default), latest, or a checkpoint folder")
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    from .bench import add_arguments as add_bench_arguments  # stdlib-only import: cheap
+
+    add_bench_arguments(sub.add_parser(
+        "bench", help="benchmark orpo_kit against TRL's ORPOTrainer (speed, memory, step-0 loss)",
+        description="Train the same model on the same pairs with orpo_kit and TRL's ORPOTrainer, each run in "
+                    "its own process (A / B / A / B); write JSON, a table and a bar chart."))
     return parser
 
 
@@ -194,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_merge(args)
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "bench":
+            from .bench import run as run_bench
+
+            return run_bench(args)
         if args.command == "estimate":
             from .memory import estimate_command
 

@@ -60,7 +60,7 @@ class ORPOConfig:
     # Speed and memory (each switchable; all give the same log-probs as the plain path)
     prefix_sharing: bool = True  # one row per pair, [prompt][chosen][rejected]: each prompt computed once
     chunked_logps: bool = True  # log-probs from hidden states in chunks, never the full [B, T, V] logits
-    logps_chunk_size: int = 1024  # positions per lm_head chunk (recomputed in backward)
+    logps_chunk_size: int = 256  # positions per lm_head chunk (recomputed in backward): [256, V] logits at a time
     group_by_length: bool = False  # batch pairs of similar length together (less padding)
     # Optimisation
     learning_rate: float = 8e-6
@@ -91,6 +91,7 @@ class ORPOConfig:
     seed: int = 42
     device: str = "auto"  # auto: CUDA, then Apple MPS, then CPU
     mixed_precision: str = "no"  # no | bf16 | fp16
+    cpu_return_freed_memory: bool = True  # on CPU (glibc): large freed blocks go back to the OS (orpo_kit.allocator)
 
     def __post_init__(self) -> None:
         """Check values whose mistakes would only show up later."""

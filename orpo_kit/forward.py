@@ -25,7 +25,7 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling",
 
 def compute_pair_logps(
     model: torch.nn.Module, batch: PairBatch, nll_tokens: NllTokens = "response", chunked: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
 ) -> PairLogps:
     """One forward over a batch (either layout); log-probs only at the positions the loss reads."""
     check_nll_tokens(nll_tokens)
@@ -36,7 +36,7 @@ def compute_pair_logps(
 
 def token_logps(
     model: torch.nn.Module, batch: PairBatch, with_prompt: bool = False, chunked: bool = False,
-    chunk_size: int = 1024,
+    chunk_size: int = 256,
 ) -> tuple[LogpTargets, torch.Tensor, torch.Tensor]:
     """Per-token log-probs (and mean logits) at the batch's targets: each sequence's tokens in order."""
     targets = batch.targets(with_prompt=with_prompt)

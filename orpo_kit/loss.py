@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -140,13 +140,19 @@ def plain_targets(
 
 
 def head_token_logps(
-    head: torch.nn.Module, hidden: torch.Tensor, token_ids: torch.Tensor, chunk_size: int = 1024,
+    head: torch.nn.Module, hidden: torch.Tensor, token_ids: torch.Tensor, chunk_size: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of `token_ids` from hidden states [N, H] through the output layer, chunk by chunk.
+    """Log-probs of `token_ids` (and each row's mean logit) from hidden states [N, H] through the output layer.
 
-    Each chunk's [n, V] logits live only inside the chunk: under autograd the chunk is recomputed in backward
-    (activation checkpointing), so peak memory holds one chunk of logits, never [N, V].
+    Never holds more than one chunk's [n, V] logits. A frozen plain `nn.Linear` head (LoRA / QLoRA) takes
+    `FrozenHeadLogps`: the gradient d logp / d hidden is formed chunk by chunk in the forward, so nothing is
+    recomputed. Any other head (trainable, wrapped) is checkpointed per chunk: recomputed in backward.
     """
+    if hidden.shape[0] == 0:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    if _is_frozen_linear(head):
+        return FrozenHeadLogps.apply(hidden, head.weight, head.bias, token_ids, chunk_size)
     logps, means = [], []
     for start in range(0, hidden.shape[0], chunk_size):
         h, ids = hidden[start:start + chunk_size], token_ids[start:start + chunk_size]
@@ -156,15 +162,55 @@ def head_token_logps(
             lp, mean = _head_chunk(head, h, ids)
         logps.append(lp)
         means.append(mean)
-    if not logps:
-        empty = hidden.new_zeros(0, dtype=torch.float32)
-        return empty, empty
     return torch.cat(logps), torch.cat(means)
+
+
+def _is_frozen_linear(head: torch.nn.Module) -> bool:
+    """A plain linear layer (not a LoRA / quantized subclass) with no trainable parameter."""
+    return type(head) is torch.nn.Linear and not any(p.requires_grad for p in head.parameters())
 
 
 def _head_chunk(head: torch.nn.Module, h: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One chunk: logits, then the same log-softmax as `selected_token_logps`."""
     return selected_token_logps(head(h), ids)
+
+
+class FrozenHeadLogps(torch.autograd.Function):
+    """Token log-probs through a frozen linear head, the gradient to the hidden states formed in the forward.
+
+    logp_i = (W h_i + b)[y_i] - logsumexp(W h_i + b), so d logp_i / d h_i = W[y_i] - softmax_i @ W: an [H] vector
+    per token, kept instead of the [V] logits. Backward only scales it by d loss / d logp_i (Liger-Kernel's fused
+    linear cross-entropy idea, generalised to any loss of the per-token log-probs, such as ORPO's odds ratio).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                token_ids: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-chunk logits -> log-probs, mean logits and (when needed) d logp / d hidden."""
+        want_grad = ctx.needs_input_grad[0]
+        logps, means, grads = [], [], []
+        for start in range(0, hidden.shape[0], chunk_size):
+            ids = token_ids[start:start + chunk_size, None]
+            logits = F.linear(hidden[start:start + chunk_size], weight, bias).float()
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            logps.append((logits.gather(-1, ids) - lse).squeeze(-1))
+            means.append(logits.mean(-1))
+            if want_grad:
+                probs = logits.sub_(lse).exp_()  # softmax, in place: the logits are not needed any more
+                probs.scatter_add_(-1, ids, torch.full_like(ids, -1, dtype=probs.dtype))  # softmax - onehot
+                grads.append(-(probs.to(weight.dtype) @ weight).float())  # W[y] - softmax @ W
+        ctx.hidden_dtype = hidden.dtype
+        ctx.save_for_backward(torch.cat(grads) if want_grad else None)
+        out_means = torch.cat(means)
+        ctx.mark_non_differentiable(out_means)
+        return torch.cat(logps), out_means
+
+    @staticmethod
+    def backward(ctx: Any, grad_logps: torch.Tensor, grad_means: torch.Tensor) -> tuple[Any, ...]:
+        """d loss / d hidden_i = d loss / d logp_i * (d logp_i / d hidden_i)."""
+        (dlogp_dhidden,) = ctx.saved_tensors
+        grad_hidden = None if dlogp_dhidden is None else (grad_logps[:, None] * dlogp_dhidden).to(ctx.hidden_dtype)
+        return grad_hidden, None, None, None, None
 
 
 def pair_logps_from_token_logps(

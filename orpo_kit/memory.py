@@ -1,6 +1,7 @@
 """How much memory ORPO training needs: an estimator (full / LoRA / QLoRA) and a measurement to check it.
 
-`estimate_memory(cfg)` adds up, in bytes, what is alive at the peak of a training step:
+`estimate_memory(cfg)` adds up, in bytes, what is alive at the peak of a training step, for the layout and the
+log-prob path the config selects (the trainer's default: prefix sharing + chunked log-probs):
 
 * weights: fp32 for full and LoRA runs (orpo_kit loads in fp32); QLoRA keeps the decoder's Linear layers in
   NF4 (0.5 byte per weight plus quantization constants) and everything else (embeddings, lm_head, norms,
@@ -9,17 +10,30 @@
 * trainable parameters (LoRA adapters: r * (in + out) per targeted Linear; all parameters for full
   fine-tuning), their fp32 gradients and AdamW's two fp32 states;
 * activations saved for backward, per token and per decoder layer, from tables counted with
-  `torch.autograd.graph.saved_tensors_hooks` on transformers 5.24 LLaMA / Mistral blocks (sdpa attention,
-  a padding mask): see `layer_activation_bytes`; with gradient checkpointing only each layer's input is kept,
-  plus one layer recomputed during backward;
-* logits: the model returns the full [2B, T, V] logits, the loss copies the rows it needs (completion
-  positions) and runs log-softmax on chunks of at most 4096 rows (`orpo_kit.loss`);
+  `torch.autograd.graph.saved_tensors_hooks` on transformers 5.24 LLaMA / Mistral blocks (sdpa attention):
+  see `layer_activation_bytes`; with gradient checkpointing only each layer's input is kept, plus one layer
+  recomputed during backward. The prefix-shared layout passes one [B, 1, W, W] additive mask in the model's
+  dtype (fp32 in orpo_kit): it is kept once, not per layer (under 16-bit autocast sdpa casts it per layer);
+* logits, two paths (`orpo_kit.forward`):
+  - chunked (`chunked_logps`, the default): the model computes one logit row per sequence; the hidden states of
+    the N needed positions ([N, H]) go through lm_head in chunks of `logps_chunk_size` rows under activation
+    checkpointing, so only one chunk's [chunk, V] logits exist at a time: 2 fp32 blocks in the forward,
+    4 while its backward runs (measured on CPU), plus the [N, H] gathered hidden states;
+  - full logits (`chunked_logps=False`, or a model with logit soft-capping / scaling): the model returns
+    [rows, T, V] logits, the loss copies the rows it needs and runs log-softmax on chunks of at most 4096 rows;
 * an allocator factor on activations (glibc's heap keeps holes on CPU; the CUDA caching allocator rounds and
   fragments) and a small constant overhead, both calibrated on measured CPU peaks (see CALIBRATION).
 
-Rows per step: 2 per pair (chosen + rejected), each padded to the batch's longest row, so tokens =
-2 * batch * seq_len. `measure_training_peak` runs real `Trainer.train_step`s in a fresh process and reports the
-peak RSS growth; scripts/check_memory_estimator.py compares the two.
+Rows per step: plain layout (`prefix_sharing=False`, or flash-attention, which takes no 4D mask): 2 per pair
+(chosen + rejected), each `[prompt][completion]` padded to T = seq_len, so tokens = 2 * batch * seq_len.
+Prefix-shared layout: 1 per pair, `[prompt][chosen][rejected]`, of width W = `row_len`, so tokens = batch * W.
+seq_len (default cfg.max_length) stays the length of ONE sequence (prompt + completion, as max_length is), and
+completion_fraction f is the share of the plain layout's 2 * batch * seq_len positions that are completion
+tokens: with both completions f * seq_len long and the prompt (1 - f) * seq_len, a shared row holds
+W = seq_len * (1 + f) tokens (the default when row_len is not given; 2 * max_length at f = 1, the worst case).
+`measure_training_peak` runs real `Trainer.train_step`s on synthetic pairs in a fresh process and reports the
+peak RSS growth; `synthetic_estimate_kwargs(seq_len)` gives the estimator the same workload (exact row width);
+scripts/check_memory_estimator.py compares the two.
 """
 
 from __future__ import annotations
@@ -49,7 +63,17 @@ MEASURE_TAG = "ORPO_KIT_MEMORY_RESULT "  # marks the child process's JSON line
 NF4_BLOCKSIZE = 64  # bitsandbytes 4-bit: one absmax per 64 weights
 DOUBLE_QUANT_BLOCKSIZE = 256  # double quant: the absmaxes quantized to 8 bit, one fp32 scale per 256 of them
 LOSS_CHUNK_ROWS = 4096  # orpo_kit.loss._ROWS_PER_CHUNK: rows per log-softmax chunk
+# Chunked log-probs (orpo_kit.loss.head_token_logps): [chunk, V] fp32 blocks alive at once while a chunk runs,
+# measured as peak RSS growth of head_token_logps forward + backward on CPU (smol: V 49,152, H 576; N 864 /
+# 2,048 / 3,000 rows, chunk 1024): 2.0 blocks in the forward, 4.0 during the chunk's backward (recomputed
+# logits, logsumexp's exp and gradient, gather's scatter); the backward is the peak. Under bf16 autocast
+# (V 32,064, H 1024): 4.6 fp32-block equivalents, counted as 4 fp32 + 2 16-bit blocks.
+HEAD_CHUNK_BLOCKS_BACKWARD = 4
+ATTN_SHARED_IMPLEMENTATIONS = ("eager", "sdpa")  # orpo_kit.forward.supports_prefix_sharing
 GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB  # glibc serves larger blocks with mmap and returns them to the OS on free
+# cpu_return_freed_memory (orpo_kit.allocator.DEFAULT_THRESHOLD): the trainer fixes glibc's mmap threshold at
+# 1 MiB on CPU, so every larger block is its own mapping, returned to the OS when freed
+RETURN_FREED_MMAP_THRESHOLD = 1 * MiB
 CHATML_NEW_TOKENS = 2  # <|im_start|>, <|im_end|> added to base models without a chat template
 MISTRAL_7B = "mistralai/Mistral-7B-v0.1"
 KNOWN_BASE_MODELS = {MISTRAL_7B: CHATML_NEW_TOKENS}  # hub base models without a chat template
@@ -65,11 +89,31 @@ CALIBRATION: dict[str, Any] = {
     # CPU + gradient checkpointing: activation RSS kept / activation RSS without checkpointing. smol LoRA 2 x 256
     # with checkpointing peaked at 2105 MiB: its heap held ~985 MiB against 2496 MiB without checkpointing.
     "cpu_checkpointing_retained": 0.40,
+    # cpu_return_freed_memory=True (the trainer's default since orpo_kit.allocator: glibc's mmap threshold fixed at
+    # 1 MiB, freed blocks over it go back to the OS): peak RSS / live bytes on activations, full and LoRA alike.
+    # smol LoRA, 2 x 256, default path (prefix sharing + chunked log-probs, chunk 256): peak 2093 MiB against
+    # 1976 MiB estimated at factor 1.00 (1,195 MiB of activations): 1 + 117 / 1195 = 1.10. The checkpointing
+    # floor above does not apply in this mode (nothing of activation size stays in the heap).
+    "cpu_heap_factor_return_freed": 1.10,
+    "source_return_freed": "smol (LoRA r16, 2 pairs x 256, prefix sharing + chunked log-probs) with "
+                           "cpu_return_freed_memory on a 2-core x86-64 CPU, torch 2.13, transformers 5.24, glibc",
     "cuda_allocator_factor": 1.10,  # assumption, not measured: caching-allocator rounding and fragmentation
     "overhead_bytes": 16 * MiB,  # autograd graph, Trainer / accelerate objects, per-thread buffers
-    "source": "the tiny preset (full, 8 pairs x 192) and smol (LoRA r16, 2 pairs x 256) on a 2-core x86-64 CPU, "
-              "torch 2.13, transformers 5.24, peft 0.21, glibc malloc",
+    "source": "the tiny preset (full, 8 pairs x 192) and smol (LoRA r16, 2 pairs x 256) on the plain path, on a "
+              "2-core x86-64 CPU, torch 2.13, transformers 5.24, peft 0.21, glibc malloc",
 }
+# The glibc-heap factors (cpu_return_freed_memory=False) were fitted on the plain path (2 rows per pair, full
+# logits). The prefix-shared + chunked path uses them unchanged: its activations are the same kinds of tensors
+# (fewer tokens, no per-layer mask copy) and its lm_head chunk blocks were measured directly
+# (HEAD_CHUNK_BLOCKS_BACKWARD). Checked, not refitted, with cpu_return_freed_memory=False and
+# logps_chunk_size=1024 (MiB, estimate / measured peak growth, 2 cores, scripts/check_memory_estimator.py):
+#   tiny 8 x 192: 159 / 144; smol LoRA 1 x 384: 2736 / 2633 (+3.9%); 4 x 192: 4681 / 4510 (+3.8%);
+#   2 x 512 (two lm_head chunks): 5796 / 5609 (+3.3%); 1 x 384 + checkpointing: 1741 / 1676 (+3.9%);
+#   2 x 256 (the calibration setting): 3452 / 3360 (+2.7%); plain path 1 x 384: 2867 / 2865, 4 x 192: 5084 / 5057.
+# cpu_return_freed_memory=True, logps_chunk_size=256 (the defaults; factor from smol 2 x 256 default path), checked:
+#   default path: smol 1 x 384: 1767 / 1780 (-0.7%); 4 x 192: 2755 / 2534 (+8.7%); tiny 8 x 192: 117 / 108;
+#   plain path:   smol 1 x 384: 2099 / 2205 (-4.8%); 4 x 192: 3574 / 3517 (+1.6%); 2 x 256: 2586 / 2766 (-6.5%);
+#                 tiny 8 x 192: 157 / 152.
 
 # ---- model shape and parameter counts -------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -179,8 +223,8 @@ def lora_parameters(shape: ModelShape, r: int, target_modules: Any = "all-linear
 
 # ---- activations ------------------------------------------------------------------------------------------------
 def layer_activation_bytes(shape: ModelShape, seq_len: int, *, lora: bool, quantized: bool, amp: bool,
-                           lora_r: int = 0, n_lora_targets: int = 7) -> float:
-    """Bytes one decoder layer saves for backward, per token (transformers 5.24, sdpa attention, padding mask).
+                           lora_r: int = 0, n_lora_targets: int = 7, mask_per_layer: bool = True) -> float:
+    """Bytes one decoder layer saves for backward, per token (transformers 5.24, sdpa attention).
 
     Counted with `torch.autograd.graph.saved_tensors_hooks` (unique storages, parameters excluded) on LLaMA
     and Mistral blocks, fitting h (hidden), I (intermediate), q (heads * head_dim), heads and T (padded length):
@@ -192,12 +236,16 @@ def layer_activation_bytes(shape: ModelShape, seq_len: int, *, lora: bool, quant
         16-bit autocast, QLoRA     18h + 14I + 10q + 4 heads + 2T + 8 + 2 r * targets
 
     (GQA keys/values are saved after being repeated to all heads, so the kv width does not appear; the T term is
-    the attention mask sdpa keeps per layer: quadratic in the padded length.)
+    the attention mask sdpa keeps per layer: quadratic in the padded length.) With a padding mask (the plain
+    layout) sdpa saves a float copy of the mask in every layer. The prefix-shared layout passes a 4D additive
+    mask in the model's dtype: in fp32 every layer saves that same tensor, so the per-layer 4T term is gone
+    (`mask_per_layer=False`; the one mask is counted by the caller); under 16-bit autocast sdpa still saves a
+    16-bit cast per layer, so the 2T term stays (both counted on the tiny model, the shared layout, W = 87).
     """
     h, i, q, heads = shape.hidden_size, shape.intermediate_size, shape.q_dim, shape.num_heads
     r_term = lora_r * n_lora_targets if lora else 0
     if not amp:
-        base = (16 if lora else 24) * h + 16 * i + 16 * q + 4 * heads + 4 * seq_len + 8
+        base = (16 if lora else 24) * h + 16 * i + 16 * q + 4 * heads + (4 * seq_len if mask_per_layer else 0) + 8
         return base + 4 * r_term
     if not lora:
         return 26 * h + 8 * i + 8 * q + 4 * heads + 2 * seq_len + 8
@@ -269,8 +317,8 @@ class MemoryEstimate:
     trainable: int  # LoRA adapters and new-token rows (0 for full fine-tuning: the weights are the trainables)
     gradients: int  # fp32 gradients of all trainable parameters (live after backward)
     optimizer: int  # AdamW exp_avg + exp_avg_sq, fp32
-    activations: int  # saved for backward (times the allocator factor)
-    logits: int  # [2B, T, V] logits, the selected-rows copy and a log-softmax chunk (times the factor if small)
+    activations: int  # saved for backward (times the allocator factor), + the shared layout's 4D attention mask
+    logits: int  # chunked: lm_head chunk blocks + gathered hidden states; else [rows, T, V] logits and copies
     overhead: int  # calibrated constant + 4-bit dequantization scratch
     total: int
     gradients_at_peak: int = 0  # gradients already allocated at the activation peak
@@ -279,8 +327,13 @@ class MemoryEstimate:
     params_total: int = 0
     params_trainable: int = 0
     batch_size: int = 0
-    seq_len: int = 0
+    seq_len: int = 0  # one sequence: prompt + completion (max_length)
     device: str = "cpu"
+    layout: str = "plain"  # plain: 2 rows per pair; shared: 1 row per pair, [prompt][chosen][rejected]
+    rows: int = 0  # rows in the forward
+    row_len: int = 0  # padded row width (seq_len in the plain layout)
+    chunked_logps: bool = False  # log-probs from hidden states through lm_head in chunks
+    logp_positions: int = 0  # positions whose log-probs the loss reads (completions, + prompts for TRL's NLL)
     details: dict[str, str] = field(default_factory=dict)  # one line per component: how it was counted
     assumptions: list[str] = field(default_factory=list)
 
@@ -346,18 +399,43 @@ def _dtype_bytes(name: Any) -> int:
     return 4 if str(name).removeprefix("torch.") in ("float32", "fp32") else 2
 
 
+def uses_prefix_sharing(cfg: ORPOConfig) -> bool:
+    """Whether the trainer will use the shared layout: asked for, and an attention that takes a 4D mask
+    (`orpo_kit.forward.supports_prefix_sharing`; the tiny model is always built with sdpa)."""
+    from .models.load import TINY
+
+    impl = "sdpa" if cfg.model_name_or_path == TINY else (cfg.attn_implementation or "eager")
+    return bool(cfg.prefix_sharing) and impl in ATTN_SHARED_IMPLEMENTATIONS
+
+
+def uses_chunked_logps(cfg: ORPOConfig, model_config: Any) -> bool:
+    """Whether the trainer will take the hidden-state path: asked for, and logits are plain lm_head(hidden)
+    (`orpo_kit.forward.supports_chunked_logps`: no soft-capping or logit scaling in the config)."""
+    from .forward import _LOGIT_TRANSFORMS
+
+    configs = [model_config, getattr(model_config, "get_text_config", lambda: model_config)()]
+    return bool(cfg.chunked_logps) and all(getattr(c, name, None) in (None, 1, 1.0)
+                                           for c in configs for name in _LOGIT_TRANSFORMS)
+
+
 def estimate_memory(
     cfg: ORPOConfig, model_config: Any = None, batch_size: int | None = None, seq_len: int | None = None, *,
     completion_fraction: float = 1.0, device: str | None = None, new_tokens: int | None = None,
+    row_len: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one ORPO training step (bytes, by component) for a config, without loading weights.
 
-    batch_size: pairs per micro-batch (default cfg.per_device_train_batch_size); seq_len: padded row length
-    (default cfg.max_length, the worst case). completion_fraction: share of the 2 * batch * seq_len positions
-    whose log-probs the loss needs (1.0, the default, is the upper bound). device: "cpu" or "cuda" (default:
-    cfg.device; auto -> cuda when available or when the recipe uses mixed precision / 4-bit, else cpu).
-    new_tokens: ChatML tokens orpo_kit adds to a base model's vocabulary (default: guessed from the name).
-    On CUDA the CUDA context (0.3-1 GiB, visible in nvidia-smi) is not included.
+    batch_size: pairs per micro-batch (default cfg.per_device_train_batch_size); seq_len: length of one
+    sequence, prompt + completion (default cfg.max_length, the worst case): the padded row width of the plain
+    layout. completion_fraction: share of the plain layout's 2 * batch * seq_len positions that are completion
+    tokens, whose log-probs the loss needs (1.0, the default, is the upper bound). row_len: the padded width of
+    a prefix-shared row, prompt + chosen + rejected (default seq_len * (1 + completion_fraction): both
+    completions completion_fraction * seq_len long, the prompt the rest; 2 * seq_len at the default fraction).
+    The layout and the log-prob path follow the config (prefix_sharing, chunked_logps, logps_chunk_size,
+    attn_implementation). device: "cpu" or "cuda" (default: cfg.device; auto -> cuda when available or when the
+    recipe uses mixed precision / 4-bit, else cpu). new_tokens: ChatML tokens orpo_kit adds to a base model's
+    vocabulary (default: guessed from the name). On CUDA the CUDA context (0.3-1 GiB, visible in nvidia-smi)
+    is not included.
     """
     if model_config is None:
         model_config = model_config_for(cfg)
@@ -372,7 +450,23 @@ def estimate_memory(
     quantized = bool(cfg.load_in_4bit)
     lora = bool(cfg.use_lora or quantized)
     amp = cfg.mixed_precision in ("bf16", "fp16")
-    rows, tokens = 2 * batch, 2 * batch * t
+    shared = uses_prefix_sharing(cfg)
+    chunked = uses_chunked_logps(cfg, model_config)
+    completion_per_pair = math.ceil(completion_fraction * 2 * t - 1e-9)  # chosen + rejected tokens of one pair
+    width = int(row_len) if row_len is not None else min(2 * t, t + math.ceil(completion_fraction * t - 1e-9))
+    if width < 1:
+        raise ValueError(f"row_len must be at least 1, got {width}")
+    prompt_len = max(0, width - completion_per_pair)  # one pair's prompt (shared-row view of the workload)
+    if shared:
+        rows, row_w = batch, width
+    else:
+        rows, row_w = 2 * batch, t
+    tokens = rows * row_w
+    # Positions whose log-probs the loss needs: completion tokens, + the chosen prompts under TRL's NLL.
+    needed = batch * completion_per_pair
+    if cfg.nll_tokens == "prompt_and_response":
+        needed += batch * max(0, prompt_len - 1)
+    needed = min(needed, 2 * batch * t)
     notes: list[str] = []
     details: dict[str, str] = {}
 
@@ -449,8 +543,8 @@ def estimate_memory(
         opt_temp = n_train * 4
 
     # ---- activations
-    a_layer = layer_activation_bytes(shape, t, lora=lora, quantized=quantized, amp=amp, lora_r=cfg.lora_r,
-                                     n_lora_targets=per_layer_targets)
+    a_layer = layer_activation_bytes(shape, row_w, lora=lora, quantized=quantized, amp=amp, lora_r=cfg.lora_r,
+                                     n_lora_targets=per_layer_targets, mask_per_layer=not shared)
     non_layer = (12 if not lora else 4) * shape.hidden_size  # final norm / lm_head input, per token
     act_full = tokens * (shape.num_layers * a_layer + non_layer + a_layer)  # + backward temporaries of a layer
     if cfg.gradient_checkpointing:
@@ -462,7 +556,14 @@ def estimate_memory(
         act_raw = act_full
         details["activations"] = (f"{tokens:,} tokens x {shape.num_layers} layers x {a_layer / 1024:,.1f} KiB "
                                   f"(+1 layer of backward temporaries)")
-    if dev == "cpu":
+    # CPU with cpu_return_freed_memory (the trainer's default): blocks over 1 MiB go back to the OS when freed,
+    # so the heap keeps no holes of that size; else glibc's own threshold (up to 32 MiB) and its heap history.
+    cpu_mmap = dev == "cpu" and bool(getattr(cfg, "cpu_return_freed_memory", False))
+    mmap_threshold = RETURN_FREED_MMAP_THRESHOLD if cpu_mmap else GLIBC_MMAP_THRESHOLD_MAX
+    if cpu_mmap:
+        factor = CALIBRATION["cpu_heap_factor_return_freed"]
+        why = "allocator factor (freed blocks > 1 MiB returned to the OS)"
+    elif dev == "cpu":
         factor = CALIBRATION["cpu_heap_factor_lora" if lora else "cpu_heap_factor_full"]
         why = "glibc heap factor"
     else:
@@ -470,7 +571,7 @@ def estimate_memory(
         why = "caching-allocator factor (assumed)"
     activations = act_raw * factor
     details["activations"] += f", x{factor:.2f} {why}"
-    if dev == "cpu" and cfg.gradient_checkpointing:
+    if dev == "cpu" and cfg.gradient_checkpointing and not cpu_mmap:
         # glibc keeps the heap the per-layer temporaries grew to (forward and each recomputed layer): on CPU,
         # checkpointing saved only about 60% of the activation RSS in our measurements.
         floor = CALIBRATION["cpu_checkpointing_retained"] * act_full * factor
@@ -480,23 +581,41 @@ def estimate_memory(
                                        "activations without checkpointing")
         notes.append("CPU + gradient checkpointing: the glibc heap keeps what the recomputed layers' temporaries "
                      f"grew it to; floor = {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
-                     "no-checkpointing activations (measured on smol, LoRA, 2 x 256)")
+                     "no-checkpointing activations (measured on smol, LoRA, 2 x 256, plain layout)")
+    if shared:  # the [B, 1, W, W] additive mask in the model's dtype (fp32), alive for the whole step
+        mask = rows * row_w * row_w * 4
+        mask_held = mask if dev == "cpu" and mask >= mmap_threshold else mask * factor
+        activations += mask_held
+        details["activations"] += f"; + [{rows}, 1, {row_w}, {row_w}] fp32 attention mask {format_bytes(mask)}"
 
     # ---- logits
-    needed = min(tokens, math.ceil(completion_fraction * tokens))
     logit_bytes = 2 if amp else 4
-    pieces = [rows * t * vocab * logit_bytes,  # the model's logits
-              needed * vocab * logit_bytes,  # logits[:, :-1][need]: the rows the loss uses
-              min(needed, LOSS_CHUNK_ROWS) * vocab * 4]  # log-softmax temporary of one chunk (fp32)
-    if logit_bytes != 4:
-        pieces.append(needed * vocab * 4)  # .float() copies of each chunk, saved by logsumexp
+    if chunked:
+        chunk = max(1, min(needed, int(cfg.logps_chunk_size)))
+        block = chunk * vocab * 4  # one chunk's fp32 logits (or their fp32 copy under autocast)
+        pieces = [HEAD_CHUNK_BLOCKS_BACKWARD * block,  # a chunk's backward: recomputed logits and gradients
+                  needed * shape.hidden_size * 4,  # hidden states of the needed positions, gathered: [N, H]
+                  rows * vocab * logit_bytes]  # the model's own logits: one position per row (logits_to_keep=1)
+        if logit_bytes != 4:
+            pieces.append(2 * chunk * vocab * logit_bytes)  # the 16-bit logits and their 16-bit gradient
+        n_chunks = -(-needed // chunk)
+        details["logits"] = (f"chunks of {chunk:,} rows x V {vocab:,}, recomputed in backward "
+                             f"({HEAD_CHUNK_BLOCKS_BACKWARD} fp32 blocks of {format_bytes(block)} while one runs; "
+                             f"{n_chunks} chunk{'s' if n_chunks != 1 else ''} for {needed:,} positions) "
+                             f"+ [{needed:,}, {shape.hidden_size}] gathered hidden states")
+    else:
+        pieces = [rows * row_w * vocab * logit_bytes,  # the model's logits
+                  needed * vocab * logit_bytes,  # flat[positions]: the rows the loss uses
+                  min(needed, LOSS_CHUNK_ROWS) * vocab * 4]  # log-softmax temporary of one chunk (fp32)
+        if logit_bytes != 4:
+            pieces.append(needed * vocab * 4)  # .float() copies of each chunk, saved by logsumexp
+        details["logits"] = (f"[{rows}, {row_w}, {vocab:,}] {'16-bit' if amp else 'fp32'} + {needed:,} selected "
+                             f"rows + {min(needed, LOSS_CHUNK_ROWS):,}-row fp32 log-softmax chunk"
+                             + (" + fp32 copies" if logit_bytes != 4 else ""))
     if dev == "cpu":  # blocks under glibc's mmap threshold live in the heap and fragment like activations
-        logits = sum(p if p >= GLIBC_MMAP_THRESHOLD_MAX else p * factor for p in pieces)
+        logits = sum(p if p >= mmap_threshold else p * factor for p in pieces)
     else:
         logits = sum(pieces) * factor
-    details["logits"] = (f"[{rows}, {t}, {vocab:,}] {'16-bit' if amp else 'fp32'} + {needed:,} selected rows + "
-                         f"{min(needed, LOSS_CHUNK_ROWS):,}-row fp32 log-softmax chunk"
-                         + (" + fp32 copies" if logit_bytes != 4 else ""))
 
     # ---- overhead
     overhead = CALIBRATION["overhead_bytes"]
@@ -517,9 +636,32 @@ def estimate_memory(
     total = base + max(during, after)
     phase = "end of forward / start of backward" if during >= after else "optimizer step (after backward)"
 
+    if shared:
+        layout_note = (f"rows = 1 per pair ([prompt][chosen][rejected]) x batch {batch} = {rows}, each padded to "
+                       f"{row_w} tokens = {tokens:,} tokens"
+                       + ("" if row_len is not None else
+                          f" (assumed: max_length {t} x (1 + completion fraction {completion_fraction:.2f}) = a "
+                          f"prompt of {prompt_len} and chosen and rejected of {math.ceil(completion_per_pair / 2)} "
+                          "tokens each; the worst case at fraction 1; pass completion_fraction or row_len to "
+                          "estimate_memory for your data)")
+                       + "; 4D additive attention mask, positions restart at the rejected answer")
+    else:
+        layout_note = (f"rows = 2 per pair (chosen + rejected) x batch {batch} = {rows}, each padded to {t} tokens "
+                       f"= {tokens:,} tokens" + ("" if cfg.prefix_sharing else " (prefix_sharing off)")
+                       + (f" (prefix sharing needs eager or sdpa attention, not {cfg.attn_implementation})"
+                          if cfg.prefix_sharing else ""))
+    if chunked:
+        path_note = (f"logits: chunks of {int(cfg.logps_chunk_size)} rows x V, recomputed in backward; the model "
+                     f"computes one logit row per sequence; log-probs needed at {needed:,} positions")
+    else:
+        path_note = (f"logits: full [{rows}, {row_w}, V] from the model"
+                     + ("" if not cfg.chunked_logps else " (the model transforms its logits: no chunked path)")
+                     + f"; log-probs needed at {needed:,} positions")
     notes[:0] = [
-        f"rows = 2 per pair (chosen + rejected) x batch {batch} = {rows}, each padded to {t} tokens "
-        f"= {tokens:,} tokens; log-probs needed on {completion_fraction:.0%} of positions",
+        layout_note,
+        path_note + f" ({completion_fraction:.0%} of the plain layout's {2 * batch * t:,} positions are completions"
+        + (", + chosen prompts (nll_tokens=prompt_and_response)" if cfg.nll_tokens == "prompt_and_response"
+           else "") + ")",
         f"model: {shape.model_type}, {shape.num_layers} layers, hidden {shape.hidden_size}, intermediate "
         f"{shape.intermediate_size}, {shape.num_heads} heads / {shape.num_kv_heads} kv heads, vocab {vocab:,}"
         + (f" ({shape.vocab_size:,} + {added} ChatML tokens, rounded to 64)" if added else "")
@@ -531,7 +673,10 @@ def estimate_memory(
     ]
     if dev == "cpu":
         notes.append("device cpu: the figure is peak RSS growth from just before the model loads (Python, torch "
-                     f"and the tokenizer not included); heap factor calibrated on {CALIBRATION['source']}")
+                     f"and the tokenizer not included); "
+                     + (f"cpu_return_freed_memory: freed blocks over {format_bytes(mmap_threshold)} go back to the OS; "
+                        f"factor calibrated on {CALIBRATION['source_return_freed']}" if cpu_mmap else
+                        f"glibc's default allocator; heap factor calibrated on {CALIBRATION['source']}"))
     else:
         notes.append(f"device {dev}: allocated memory; add the CUDA context (0.3-1 GiB) for nvidia-smi; the "
                      "allocator factor is an assumption, checked on CPU only")
@@ -541,6 +686,8 @@ def estimate_memory(
         logits=logits, overhead=overhead, total=total, gradients_at_peak=grads_at_peak, optimizer_step_temp=opt_temp,
         peak_phase=phase,
         params_total=counts.total, params_trainable=n_train, batch_size=batch, seq_len=t, device=dev,
+        layout="shared" if shared else "plain", rows=rows, row_len=row_w, chunked_logps=chunked,
+        logp_positions=needed,
         details=details, assumptions=notes,
     )
 
@@ -604,8 +751,9 @@ def _synthetic_lengths(seq_len: int) -> tuple[int, int, int]:
 
 
 def synthetic_pairs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> list[Any]:
-    """`batch_size` random TokenizedPairs: prompt + chosen is exactly seq_len tokens (the batch's padded length)
-    and the rejected row is 1/16 shorter, so batches carry a real padding mask as in training."""
+    """`batch_size` random TokenizedPairs: prompt + chosen is exactly seq_len tokens (the plain layout's padded
+    length) and the rejected answer is seq_len // 16 shorter, so plain batches carry a real padding mask as in
+    training; a prefix-shared row holds prompt + chosen + rejected = `synthetic_row_len(seq_len)` tokens."""
     import torch
 
     from .data import TokenizedPair
@@ -627,11 +775,24 @@ def synthetic_completion_fraction(seq_len: int) -> float:
     return (chosen + rejected) / (2 * seq_len)
 
 
+def synthetic_row_len(seq_len: int) -> int:
+    """Width of a synthetic pair's prefix-shared row: prompt + chosen + rejected (about 1.81 * seq_len)."""
+    return sum(_synthetic_lengths(seq_len))
+
+
+def synthetic_estimate_kwargs(seq_len: int) -> dict[str, Any]:
+    """`estimate_memory` keywords describing `measure_training_peak`'s synthetic workload at seq_len (either
+    layout): `estimate_memory(cfg, batch_size=b, device="cpu", **synthetic_estimate_kwargs(seq_len))`."""
+    return {"seq_len": seq_len, "completion_fraction": synthetic_completion_fraction(seq_len),
+            "row_len": synthetic_row_len(seq_len)}
+
+
 def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run in a fresh process: baseline RSS, load the model, train `steps` optimizer steps, peak RSS."""
     import torch
 
     from .data import PreferencePair
+    from .forward import supports_chunked_logps
     from .models import load_model, load_tokenizer
     from .train import Trainer
 
@@ -652,6 +813,8 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer, train_pairs=few[:batch], eval_pairs=few[batch:])
         vocab = model.get_input_embeddings().weight.shape[0]
         trainer.train_data = synthetic_pairs(batch, seq_len, min(vocab, len(tokenizer)), seed=cfg.seed)
+        layout = "shared" if trainer.prefix_sharing else "plain"
+        chunked = bool(cfg.chunked_logps and supports_chunked_logps(trainer.model))
         losses = []
         rss_after_steps = []
         for _ in range(steps):
@@ -663,7 +826,7 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "baseline_mb": baseline_kb / mb, "after_load_mb": after_load_kb / mb, "peak_mb": peak_kb / mb,
         "peak_growth_mb": (peak_kb - baseline_kb) / mb, "rss_after_steps_mb": [r / mb for r in rss_after_steps],
         "peak_was_reset": reset, "losses": losses, "batch_size": batch, "seq_len": seq_len, "steps": steps,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "layout": layout, "chunked_logps": chunked,
     }
 
 
@@ -674,11 +837,12 @@ def measure_training_peak(cfg: ORPOConfig, steps: int = 2, seq_len: int | None =
 
     The child loads the tokenizer, records VmRSS just before the model loads (and resets VmHWM there), loads
     the model as `orpo-kit train` does, builds a `Trainer`, swaps its training data for synthetic pairs padded to
-    exactly `seq_len` tokens, runs `steps` optimizer steps (>= 2 so AdamW's state exists during a forward) and
-    reads VmHWM. Always on CPU (RSS is host memory). Returns figures in MiB (2**20 bytes; the keys say "mb"):
-    baseline_mb, after_load_mb, peak_mb, peak_growth_mb (peak - baseline), rss_after_steps_mb, plus the losses.
-    Linux only (reads /proc/self/status). Compare with `estimate_memory(cfg, batch_size=..., seq_len=...,
-    device="cpu", completion_fraction=synthetic_completion_fraction(seq_len))`.
+    exactly `seq_len` tokens (prompt + chosen; the layout and log-prob path are the config's), runs `steps`
+    optimizer steps (>= 2 so AdamW's state exists during a forward) and reads VmHWM. Always on CPU (RSS is host
+    memory). Returns figures in MiB (2**20 bytes; the keys say "mb"):
+    baseline_mb, after_load_mb, peak_mb, peak_growth_mb (peak - baseline), rss_after_steps_mb, plus the losses
+    and the path the trainer took (layout: plain / shared, chunked_logps). Linux only (reads /proc/self/status).
+    Compare with `estimate_memory(cfg, batch_size=..., device="cpu", **synthetic_estimate_kwargs(seq_len))`.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")

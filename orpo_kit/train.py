@@ -23,6 +23,7 @@ from transformers import get_scheduler
 
 from . import checkpoint as ckpt
 from . import faults
+from .allocator import return_freed_memory
 from .batching import PairBatch, collate
 from .config import ORPOConfig
 from .data import (
@@ -142,6 +143,8 @@ class Trainer:
         self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.run_dir))
         refuse_sharded_training(self.accelerator.distributed_type)
+        if cfg.cpu_return_freed_memory and self.accelerator.device.type == "cpu":
+            return_freed_memory()  # peak RSS tracks live tensors (orpo_kit.allocator)
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
         self.data_report = DataReport(source="pairs given in Python")

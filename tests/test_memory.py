@@ -1,5 +1,6 @@
-"""The ORPO memory estimator: exact parameter counts, activation tables, monotonicity, a plausible 7B figure,
-and one measured check on the tiny preset (in a subprocess; a few seconds)."""
+"""The ORPO memory estimator: exact parameter counts, activation tables, the two paths (prefix sharing +
+chunked log-probs, the default; plain rows + full logits), monotonicity, a plausible 7B figure, and measured
+checks on the tiny and smol presets (in subprocesses; marked slow)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
 
+from orpo_kit.batching import collate_pairs, collate_shared
 from orpo_kit.config import ORPOConfig, resolve_config
 from orpo_kit.memory import (
     GiB, MiB, ModelShape, count_parameters, estimate_command, estimate_memory, layer_activation_bytes,
-    lora_parameters, measure_training_peak, mistral_7b_config, model_config_for, synthetic_completion_fraction,
+    lora_parameters, measure_training_peak, mistral_7b_config, model_config_for, synthetic_estimate_kwargs,
+    synthetic_pairs, synthetic_row_len,
 )
 from orpo_kit.models.load import apply_lora, build_tiny_model
+
+PLAIN = {"prefix_sharing": False, "chunked_logps": False}  # the old path: 2 rows per pair, full logits
 
 
 def meta_numel(config) -> int:
@@ -79,8 +84,8 @@ def test_model_config_for_reports_a_missing_model(tmp_path: Path) -> None:
 
 
 # ---- activation tables ----------------------------------------------------------------------------------------------
-def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int) -> int:
-    """Bytes of the unique non-parameter storages autograd saves during a forward with a padding mask."""
+def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int, inputs: dict | None = None) -> int:
+    """Bytes of the unique non-parameter storages autograd saves during a forward (default: a padding mask)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[int, int] = {}
 
@@ -90,11 +95,13 @@ def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int) -> int:
             seen[storage.data_ptr()] = storage.nbytes()
         return t
 
-    ids = torch.randint(0, 1000, (rows, seq_len))
-    mask = torch.ones_like(ids)
-    mask[rows // 2:, seq_len - 8:] = 0
+    if inputs is None:
+        ids = torch.randint(0, 1000, (rows, seq_len))
+        mask = torch.ones_like(ids)
+        mask[rows // 2:, seq_len - 8:] = 0
+        inputs = {"input_ids": ids, "attention_mask": mask}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
+        model(**inputs, use_cache=False)
     return sum(seen.values())
 
 
@@ -116,14 +123,99 @@ def test_layer_activation_table_matches_autograd(lora: bool) -> None:
     assert measured == expected
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_layer_activation_table_matches_autograd_in_the_shared_layout(lora: bool) -> None:
+    """[prompt][chosen][rejected] rows with the 4D fp32 mask: the mask is saved once, not per layer (no T term)."""
+    seq_len, per_layer = 48, []
+    width = synthetic_row_len(seq_len)
+    for layers in (1, 2):
+        cfg = ORPOConfig(model_name_or_path="tiny", use_lora=lora, lora_r=8,
+                         model_config_overrides={"num_hidden_layers": layers})
+        model = build_tiny_model(cfg.model_config_overrides)
+        model = apply_lora(model, cfg) if lora else model
+        model.train()
+        batches = [collate_shared(synthetic_pairs(pairs, seq_len, 1000), 0) for pairs in (1, 2)]
+        assert all(b.input_ids.shape[1] == width for b in batches)
+        per_layer.append([saved_bytes(model, 0, 0, b.model_inputs(torch.float32)) for b in batches])
+    measured = ((per_layer[1][1] - per_layer[0][1]) - (per_layer[1][0] - per_layer[0][0])) / width
+    shape = shape_of(ORPOConfig(model_name_or_path="tiny"))
+    kw = dict(lora=lora, quantized=False, amp=False, lora_r=8)
+    assert measured == layer_activation_bytes(shape, width, mask_per_layer=False, **kw)
+    assert measured == layer_activation_bytes(shape, width, **kw) - 4 * width  # the plain table's mask term
+
+
+# ---- the two paths ---------------------------------------------------------------------------------------------------
+def test_synthetic_workload_matches_the_collated_batches() -> None:
+    """The estimator's view of the synthetic workload (width, completion share, log-prob positions) is what the
+    trainer's collate functions build from `synthetic_pairs`, in both layouts and for both NLL choices."""
+    seq_len, batch = 100, 3
+    pairs = synthetic_pairs(batch, seq_len, 500)
+    plain, shared = collate_pairs(pairs, 0), collate_shared(pairs, 0)
+    kw = synthetic_estimate_kwargs(seq_len)
+    assert plain.input_ids.shape == (2 * batch, seq_len) and shared.input_ids.shape == (batch, kw["row_len"])
+    assert kw["completion_fraction"] == pytest.approx(float(plain.completion_mask.sum()) / (2 * batch * seq_len))
+    for nll in ("response", "prompt_and_response"):
+        for extra, layout in ((PLAIN, plain), ({}, shared)):
+            cfg = ORPOConfig(model_name_or_path="tiny", nll_tokens=nll, **extra)
+            est = estimate_memory(cfg, batch_size=batch, device="cpu", **kw)
+            assert (est.rows, est.row_len) == tuple(layout.input_ids.shape)
+            targets = layout.targets(with_prompt=nll == "prompt_and_response")
+            assert est.logp_positions == targets.positions.numel(), (nll, est.layout)
+
+
+def test_default_row_width_is_max_length_plus_the_completion() -> None:
+    cfg = ORPOConfig(model_name_or_path="x", use_lora=True)
+    assert estimate_memory(cfg, SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512).row_len == 1024  # f = 1
+    half = estimate_memory(cfg, SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512, completion_fraction=0.5)
+    assert (half.rows, half.row_len, half.logp_positions) == (4, 768, 4 * 512)  # prompt 256 + 2 x 256
+    plain = estimate_memory(cfg.replace(**PLAIN), SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512,
+                            completion_fraction=0.5)
+    assert (plain.rows, plain.row_len, plain.logp_positions) == (8, 512, 4 * 512)
+
+
+def test_the_config_selects_the_path() -> None:
+    base = ORPOConfig(model_name_or_path="x", use_lora=True)
+    est = lambda c, config=SMALL_LLAMA: estimate_memory(c, config, device="cpu", new_tokens=0)  # noqa: E731
+    assert (est(base).layout, est(base).chunked_logps) == ("shared", True)
+    assert (est(base.replace(**PLAIN)).layout, est(base.replace(**PLAIN)).chunked_logps) == ("plain", False)
+    assert est(base.replace(prefix_sharing=False)).layout == "plain"
+    assert est(base.replace(prefix_sharing=False)).chunked_logps
+    assert est(base.replace(chunked_logps=False)).layout == "shared"
+    assert not est(base.replace(chunked_logps=False)).chunked_logps
+    flash = est(base.replace(attn_implementation="flash_attention_2"))  # no 4D masks: plain rows
+    assert flash.layout == "plain" and flash.chunked_logps and "prefix sharing needs eager or sdpa" in flash.table()
+    capped = SMALL_LLAMA.to_dict() | {"final_logit_softcapping": 30.0}  # logits are not lm_head(hidden)
+    soft = est(base, LlamaConfig(**capped))
+    assert soft.layout == "shared" and not soft.chunked_logps and "no chunked path" in soft.table()
+
+
+def test_chunked_logits_hold_one_chunk_and_the_shared_mask_grows_with_width() -> None:
+    cfg = ORPOConfig(model_name_or_path="x", use_lora=True, logps_chunk_size=1024)
+    est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0, **kw)  # noqa: E731
+    v, h = SMALL_LLAMA.vocab_size, SMALL_LLAMA.hidden_size
+    # 2 pairs x 1024, f = 1: 4,096 positions in 4 chunks of 1,024; 4 fp32 blocks of 1,024 x V while one runs
+    long = est(batch_size=2, seq_len=1024)
+    assert long.logp_positions == 4096
+    expected = (4 * 1024 * v * 4 + 4096 * h * 4 + 2 * v * 4) * 1.10
+    assert long.logits == int(expected)
+    assert est(cfg.replace(logps_chunk_size=256), batch_size=2, seq_len=1024).logits < long.logits / 3
+    # plain: [4, 1024, V] + the 4,096 selected rows + a 4,096-row log-softmax temporary, all fp32: 3x 4 blocks
+    assert est(cfg.replace(**PLAIN), batch_size=2, seq_len=1024).logits > 2.5 * long.logits
+    # the [B, 1, W, W] fp32 mask: quadratic in the row width, once (the per-layer tables have no T term)
+    shared = est(batch_size=2, seq_len=2048, completion_fraction=0.5)  # rows of 1,024 + 2 x 1,024 tokens
+    assert (shared.rows, shared.row_len) == (2, 3072)
+    assert "[2, 1, 3072, 3072] fp32 attention mask 72.0 MiB" in shared.details["activations"]
+
+
 # ---- monotonicity and structure -------------------------------------------------------------------------------------
 SMALL_LLAMA = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                           num_key_value_heads=3, head_dim=64, vocab_size=49152, tie_word_embeddings=True)
 
 
+@pytest.mark.parametrize("path", [{}, PLAIN])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
-def test_estimates_grow_with_length_and_batch_and_shrink_with_checkpointing(device: str) -> None:
-    cfg = ORPOConfig(model_name_or_path="x", use_lora=True)
+def test_estimates_grow_with_length_and_batch_and_shrink_with_checkpointing(device: str, path: dict) -> None:
+    cfg = ORPOConfig(model_name_or_path="x", use_lora=True, **path)
     est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device=device, new_tokens=0, **kw)  # noqa: E731
     short, long = est(batch_size=2, seq_len=128), est(batch_size=2, seq_len=512)
     assert long.total > short.total and long.activations > short.activations and long.logits > short.logits
@@ -148,6 +240,20 @@ def test_four_bit_weights_are_smaller_and_full_fine_tuning_costs_optimizer_state
     assert e_full.optimizer > 20 * e_lora.optimizer  # 134.5M vs 4.9M trainable
 
 
+@pytest.mark.skipif("cpu_return_freed_memory" not in {f.name for f in dataclasses.fields(ORPOConfig)},
+                    reason="no cpu_return_freed_memory switch in this ORPOConfig")
+def test_returning_freed_memory_lowers_the_cpu_estimate_and_drops_the_checkpointing_floor() -> None:
+    cfg = ORPOConfig(model_name_or_path="x", use_lora=True, gradient_checkpointing=True)
+    est = lambda c: estimate_memory(c, SMALL_LLAMA, device="cpu", new_tokens=0, batch_size=2,  # noqa: E731
+                                    seq_len=256)
+    freed, heap = est(cfg.replace(cpu_return_freed_memory=True)), est(cfg.replace(cpu_return_freed_memory=False))
+    assert freed.activations < heap.activations and "CPU heap floor" in heap.details["activations"]
+    assert "CPU heap floor" not in freed.details["activations"] and "returned to the OS" in freed.table()
+    on_gpu = lambda c: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0)  # noqa: E731
+    assert on_gpu(cfg.replace(cpu_return_freed_memory=True)).total == on_gpu(cfg.replace(
+        cpu_return_freed_memory=False)).total  # a CPU allocator setting
+
+
 def test_gradient_accumulation_keeps_gradients_alive_during_forward() -> None:
     cfg = ORPOConfig(model_name_or_path="x", use_lora=False)
     one = estimate_memory(cfg, SMALL_LLAMA, device="cpu", batch_size=1, seq_len=64)
@@ -157,15 +263,23 @@ def test_gradient_accumulation_keeps_gradients_alive_during_forward() -> None:
     assert eight.total > one.total
 
 
-def test_breakdown_and_table() -> None:
-    est = estimate_memory(resolve_config("tiny"), device="cpu")
+@pytest.mark.parametrize("path", [{}, PLAIN])
+def test_breakdown_and_table(path: dict) -> None:
+    est = estimate_memory(resolve_config("tiny", overrides=path), device="cpu")
     parts = est.breakdown()
     assert set(parts) == {"weights", "trainable", "gradients", "optimizer", "activations", "logits", "overhead",
                           "total"}
     peak = max(est.activations + est.logits + est.gradients_at_peak, est.gradients + est.optimizer_step_temp)
     assert est.total == est.weights + est.trainable + est.optimizer + est.overhead + peak
     text = est.table()
-    assert "total (peak)" in text and "assumptions:" in text and "2 per pair" in text
+    assert "total (peak)" in text and "assumptions:" in text
+    if path:
+        assert "rows = 2 per pair (chosen + rejected) x batch 8 = 16, each padded to 192 tokens" in text
+        assert "logits: full [16, 192, V] from the model" in text and "attention mask" not in text
+    else:
+        assert "rows = 1 per pair ([prompt][chosen][rejected]) x batch 8 = 8, each padded to 384 tokens" in text
+        assert f"logits: chunks of {ORPOConfig().logps_chunk_size} rows x V, recomputed in backward" in text
+        assert "[8, 1, 384, 384] fp32 attention mask" in text
 
 
 # ---- the 7B recipe ----------------------------------------------------------------------------------------------
@@ -177,12 +291,21 @@ def test_mistral_7b_qlora_estimate_is_plausible() -> None:
     """
     text = estimate_command("mistral-7b-qlora", None, 1024, 2, None)
     assert "QLoRA" in text and "device cuda" in text and "32,064" in text  # ChatML tokens added, rounded to 64
-    est = estimate_memory(resolve_config("mistral-7b-qlora", overrides={"max_length": 1024,
-                                                                        "per_device_train_batch_size": 2}))
+    overrides = {"max_length": 1024, "per_device_train_batch_size": 2, "logps_chunk_size": 1024}
+    assert "1 per pair ([prompt][chosen][rejected])" in text
+    assert f"chunks of {ORPOConfig().logps_chunk_size} rows x V" in text
+    est = estimate_memory(resolve_config("mistral-7b-qlora", overrides=overrides))
     assert 6 * GiB < est.total < 14 * GiB
     assert 4.0 * GiB < est.weights < 5.0 * GiB
     assert 100 * MiB < est.trainable < 200 * MiB  # r16 on every Linear: 41.9M fp32
-    assert est.logits > 1 * GiB
+    assert (est.rows, est.row_len) == (2, 2048)  # worst case: both completions max_length long
+    # 4 fp32 + 2 bf16 blocks of 1,024 x 32,064 and the [4096, 4096] gathered hidden states, x1.1
+    assert 700 * MiB < est.logits < 800 * MiB
+    assert "[2, 1, 2048, 2048] fp32 attention mask 32.0 MiB" in est.details["activations"]
+    plain = estimate_memory(resolve_config("mistral-7b-qlora", overrides={**overrides, **PLAIN}))
+    assert plain.logits > 1.5 * GiB and plain.total > est.total  # [4, 1024, V] bf16 logits and fp32 copies
+    small = estimate_memory(resolve_config("mistral-7b-qlora", overrides={**overrides, "logps_chunk_size": 256}))
+    assert small.logits < est.logits / 2 and small.activations == est.activations
 
 
 def test_estimate_command_accepts_overrides() -> None:
@@ -191,13 +314,34 @@ def test_estimate_command_accepts_overrides() -> None:
 
 
 # ---- measured ----------------------------------------------------------------------------------------------------
-def test_tiny_preset_estimate_is_within_100_mb_of_a_measured_peak() -> None:
-    """Real Trainer.train_step in a fresh process (a few seconds: the tiny preset is small)."""
-    cfg = resolve_config("tiny")
+@pytest.mark.slow
+@pytest.mark.parametrize("path", [{}, PLAIN], ids=["default", "plain"])
+def test_tiny_preset_estimate_is_within_100_mb_of_a_measured_peak(path: dict) -> None:
+    """Real Trainer.train_step in a fresh process (about 30 s on 2 busy cores, so slow)."""
+    cfg = resolve_config("tiny", overrides=path)
     measured = measure_training_peak(cfg, steps=4)
-    est = estimate_memory(cfg, device="cpu", completion_fraction=synthetic_completion_fraction(cfg.max_length))
+    est = estimate_memory(cfg, device="cpu", **synthetic_estimate_kwargs(cfg.max_length))
     assert measured["peak_was_reset"] and measured["steps"] == 4
+    assert (measured["layout"], measured["chunked_logps"]) == (est.layout, est.chunked_logps)
     assert abs(est.total / MiB - measured["peak_growth_mb"]) < 100, (est.total / MiB, measured)
+
+
+@pytest.mark.slow
+@pytest.mark.smol
+@pytest.mark.parametrize("path", [{}, PLAIN], ids=["default", "plain"])
+def test_smol_estimate_is_within_25_percent_of_a_measured_peak(path: dict) -> None:
+    """SmolLM2 LoRA, 1 pair x 384 (not a calibration setting): a few minutes on 2 cores."""
+    from orpo_kit.models.load import smol_gguf_dir
+
+    try:
+        smol_gguf_dir()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    cfg = resolve_config("smol", overrides={**path, "device": "cpu"})
+    measured = measure_training_peak(cfg, steps=2, seq_len=384, batch_size=1)
+    est = estimate_memory(cfg, batch_size=1, device="cpu", **synthetic_estimate_kwargs(384))
+    assert (measured["layout"], measured["chunked_logps"]) == (est.layout, est.chunked_logps)
+    assert abs(est.total / MiB / measured["peak_growth_mb"] - 1) < 0.25, (est.total / MiB, measured)
 
 
 def test_estimate_memory_validates_arguments() -> None:
@@ -206,3 +350,5 @@ def test_estimate_memory_validates_arguments() -> None:
         estimate_memory(cfg, SMALL_LLAMA, completion_fraction=0)
     with pytest.raises(ValueError):
         estimate_memory(dataclasses.replace(cfg), SMALL_LLAMA, batch_size=-1)
+    with pytest.raises(ValueError):
+        estimate_memory(cfg, SMALL_LLAMA, row_len=0)

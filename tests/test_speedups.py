@@ -17,7 +17,7 @@ from orpo_kit.config import ORPOConfig
 from orpo_kit.data.formats import PreferencePair
 from orpo_kit.data.tokenize import TokenizedPair, tokenize_pairs
 from orpo_kit.forward import compute_pair_logps, supports_chunked_logps, supports_prefix_sharing
-from orpo_kit.loss import orpo_loss
+from orpo_kit.loss import _is_frozen_linear, orpo_loss
 from orpo_kit.models import load_model, load_tokenizer
 from orpo_kit.train import length_grouped
 
@@ -56,10 +56,10 @@ def items(tokenizer) -> list[TokenizedPair]:
     return tokenize_pairs(tokenizer, multi_turn_pairs(6, seed=3), max_length=512, max_prompt_length=256)
 
 
-def lora_model(tokenizer, attn: str) -> torch.nn.Module:
-    """The tiny Mistral with LoRA on every linear projection, dropout off, adapters perturbed from zero."""
+def lora_model(tokenizer, attn: str, use_lora: bool = True) -> torch.nn.Module:
+    """The tiny Mistral with LoRA on every linear projection (or fully trainable), adapters perturbed from zero."""
     torch.manual_seed(0)
-    cfg = ORPOConfig(use_lora=True, attn_implementation=attn, lora_dropout=0.0)
+    cfg = ORPOConfig(use_lora=use_lora, attn_implementation=attn, lora_dropout=0.0)
     model = load_model(cfg, tokenizer)
     with torch.no_grad():  # LoRA B starts at zero: give the adapters a value so their gradients are not trivial
         for name, p in model.named_parameters():
@@ -88,10 +88,14 @@ def assert_rel_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("nll_tokens", ["response", "prompt_and_response"])
+@pytest.mark.parametrize("adapter", ["lora", "full"])
 def test_every_optimization_alone_and_combined_is_exact(tokenizer, items, one_thread, attn: str,
-                                                        nll_tokens: str) -> None:
-    model = lora_model(tokenizer, attn)
+                                                        nll_tokens: str, adapter: str) -> None:
+    """LoRA: the frozen head takes FrozenHeadLogps; full fine-tuning: the checkpointed chunks (trainable head)."""
+    model = lora_model(tokenizer, attn, use_lora=adapter == "lora")
     assert supports_prefix_sharing(model) and supports_chunked_logps(model)
+    head = model.get_output_embeddings()
+    assert _is_frozen_linear(head) == (adapter == "lora")
     pad = tokenizer.pad_token_id
     ref_logps, ref_loss, ref_grads = run(model, items, pad, shared=False, chunked=False, side="right",
                                          nll_tokens=nll_tokens)
