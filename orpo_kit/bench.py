@@ -16,8 +16,8 @@ Each run loads the saved model, takes `warmup` steps that are not timed, then `s
   equal TRL's.
 - `trl`: `trl.experimental.orpo.ORPOTrainer` (a subclass that only records the loss; sequential sampler).
 - variants (full run; LoRA prompt_heavy and uf_like, see VARIANTS): `orpo_kit_no_prefix`, `orpo_kit_no_chunk`,
-  `orpo_kit_plain` (both off), `orpo_kit_glibc_malloc` (orpo_kit.allocator off: glibc's default heap, which
-  keeps freed blocks): each optimization's share.
+  `orpo_kit_plain` (both off), `orpo_kit_return_freed` (orpo_kit.allocator on: freed blocks go back to the
+  OS; less memory, slower): each option's share.
 
 Both trainers see identical token ids (checked in every worker), batch i = pairs 4i .. 4i+3 for both, fp32,
 dropout off, no gradient checkpointing, AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, no weight decay),
@@ -85,13 +85,13 @@ IMPLS: dict[str, dict[str, Any] | None] = {
     "orpo_kit_no_prefix": dict(nll_tokens="response", prefix_sharing=False, chunked_logps=True),
     "orpo_kit_no_chunk": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=False),
     "orpo_kit_plain": dict(nll_tokens="response", prefix_sharing=False, chunked_logps=False),
-    # glibc's default allocator behaviour (orpo_kit.allocator off): shows what returning freed memory buys
-    "orpo_kit_glibc_malloc": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True,
-                                  cpu_return_freed_memory=False),
+    # orpo_kit.allocator on (off by default): what returning freed memory to the OS buys, and costs
+    "orpo_kit_return_freed": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True,
+                                  cpu_return_freed_memory=True),
 }
 VARIANTS = {  # (mix, adapter) -> the variant rows the full run adds there: each optimization's share
-    ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_glibc_malloc"),
-    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_glibc_malloc"),
+    ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_return_freed"),
+    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_return_freed"),
 }
 VARIANT_IMPLS = tuple(dict.fromkeys(v for names in VARIANTS.values() for v in names))
 TOKENS_DEFINITION = ("logical tokens: len(prompt + chosen) + len(prompt + rejected) per pair, specials "

@@ -91,7 +91,7 @@ class ORPOConfig:
     seed: int = 42
     device: str = "auto"  # auto: CUDA, then Apple MPS, then CPU
     mixed_precision: str = "no"  # no | bf16 | fp16
-    cpu_return_freed_memory: bool = True  # on CPU (glibc): large freed blocks go back to the OS (orpo_kit.allocator)
+    cpu_return_freed_memory: bool = False  # CPU (glibc): large freed blocks go back to the OS: less memory, slower
 
     def __post_init__(self) -> None:
         """Check values whose mistakes would only show up later."""

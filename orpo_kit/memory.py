@@ -89,8 +89,8 @@ CALIBRATION: dict[str, Any] = {
     # CPU + gradient checkpointing: activation RSS kept / activation RSS without checkpointing. smol LoRA 2 x 256
     # with checkpointing peaked at 2105 MiB: its heap held ~985 MiB against 2496 MiB without checkpointing.
     "cpu_checkpointing_retained": 0.40,
-    # cpu_return_freed_memory=True (the trainer's default since orpo_kit.allocator: glibc's mmap threshold fixed at
-    # 1 MiB, freed blocks over it go back to the OS): peak RSS / live bytes on activations, full and LoRA alike.
+    # cpu_return_freed_memory=True (opt-in, orpo_kit.allocator: glibc's mmap threshold fixed (fitted at 1 MiB, now
+    # 4 MiB: same peaks), freed blocks over it go back to the OS): peak RSS / live bytes on activations.
     # smol LoRA, 2 x 256, default path (prefix sharing + chunked log-probs, chunk 256): peak 2093 MiB against
     # 1976 MiB estimated at factor 1.00 (1,195 MiB of activations): 1 + 117 / 1195 = 1.10. The checkpointing
     # floor above does not apply in this mode (nothing of activation size stays in the heap).
@@ -110,7 +110,10 @@ CALIBRATION: dict[str, Any] = {
 #   tiny 8 x 192: 159 / 144; smol LoRA 1 x 384: 2736 / 2633 (+3.9%); 4 x 192: 4681 / 4510 (+3.8%);
 #   2 x 512 (two lm_head chunks): 5796 / 5609 (+3.3%); 1 x 384 + checkpointing: 1741 / 1676 (+3.9%);
 #   2 x 256 (the calibration setting): 3452 / 3360 (+2.7%); plain path 1 x 384: 2867 / 2865, 4 x 192: 5084 / 5057.
-# cpu_return_freed_memory=True, logps_chunk_size=256 (the defaults; factor from smol 2 x 256 default path), checked:
+# Today's defaults (cpu_return_freed_memory=False, logps_chunk_size=256, frozen-head log-probs), checked after the
+# switch (MiB, estimate / measured): smol LoRA 1 x 384: 2442 / 2354 (+3.7%); 4 x 192: 4105 / 3945 (+4.1%);
+#   tiny 8 x 192: 142 / 121.
+# cpu_return_freed_memory=True, logps_chunk_size=256 (factor from smol 2 x 256 shared path), checked:
 #   default path: smol 1 x 384: 1767 / 1780 (-0.7%); 4 x 192: 2755 / 2534 (+8.7%); tiny 8 x 192: 117 / 108;
 #   plain path:   smol 1 x 384: 2099 / 2205 (-4.8%); 4 x 192: 3574 / 3517 (+1.6%); 2 x 256: 2586 / 2766 (-6.5%);
 #                 tiny 8 x 192: 157 / 152.
@@ -556,7 +559,7 @@ def estimate_memory(
         act_raw = act_full
         details["activations"] = (f"{tokens:,} tokens x {shape.num_layers} layers x {a_layer / 1024:,.1f} KiB "
                                   f"(+1 layer of backward temporaries)")
-    # CPU with cpu_return_freed_memory (the trainer's default): blocks over 1 MiB go back to the OS when freed,
+    # CPU with cpu_return_freed_memory (opt-in): blocks over the threshold go back to the OS when freed,
     # so the heap keeps no holes of that size; else glibc's own threshold (up to 32 MiB) and its heap history.
     cpu_mmap = dev == "cpu" and bool(getattr(cfg, "cpu_return_freed_memory", False))
     mmap_threshold = RETURN_FREED_MMAP_THRESHOLD if cpu_mmap else GLIBC_MMAP_THRESHOLD_MAX
