@@ -105,16 +105,20 @@ def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int, inputs: dict | 
     return sum(seen.values())
 
 
+def _tiny_train_model(layers: int, lora: bool) -> torch.nn.Module:
+    """The tiny model with `layers` layers (LoRA r8 when asked), in train mode."""
+    cfg = ORPOConfig(model_name_or_path="tiny", use_lora=lora, lora_r=8,
+                     model_config_overrides={"num_hidden_layers": layers})
+    model = build_tiny_model(cfg.model_config_overrides)
+    return (apply_lora(model, cfg) if lora else model).train()
+
+
 @pytest.mark.parametrize("lora", [False, True])
 def test_layer_activation_table_matches_autograd(lora: bool) -> None:
     """Guards the fp32 tables against transformers / torch changes: the per-layer difference of saved bytes."""
     seq_len, per_layer = 48, []
     for layers in (1, 2):
-        cfg = ORPOConfig(model_name_or_path="tiny", use_lora=lora, lora_r=8,
-                         model_config_overrides={"num_hidden_layers": layers})
-        model = build_tiny_model(cfg.model_config_overrides)
-        model = apply_lora(model, cfg) if lora else model
-        model.train()
+        model = _tiny_train_model(layers, lora)
         per_layer.append([saved_bytes(model, rows, seq_len) for rows in (2, 4)])
     # differences over layers and over rows cancel everything that is not per layer and per token
     measured = ((per_layer[1][1] - per_layer[0][1]) - (per_layer[1][0] - per_layer[0][0])) / (2 * seq_len)
@@ -129,11 +133,7 @@ def test_layer_activation_table_matches_autograd_in_the_shared_layout(lora: bool
     seq_len, per_layer = 48, []
     width = synthetic_row_len(seq_len)
     for layers in (1, 2):
-        cfg = ORPOConfig(model_name_or_path="tiny", use_lora=lora, lora_r=8,
-                         model_config_overrides={"num_hidden_layers": layers})
-        model = build_tiny_model(cfg.model_config_overrides)
-        model = apply_lora(model, cfg) if lora else model
-        model.train()
+        model = _tiny_train_model(layers, lora)
         batches = [collate_shared(synthetic_pairs(pairs, seq_len, 1000), 0) for pairs in (1, 2)]
         assert all(b.input_ids.shape[1] == width for b in batches)
         per_layer.append([saved_bytes(model, 0, 0, b.model_inputs(torch.float32)) for b in batches])
