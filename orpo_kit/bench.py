@@ -15,9 +15,12 @@ Each run loads the saved model, takes `warmup` steps that are not timed, then `s
 - `orpo_kit_trl_compat`: the same with `nll_tokens="prompt_and_response"` (TRL's NLL): its step-0 loss must
   equal TRL's.
 - `trl`: `trl.experimental.orpo.ORPOTrainer` (a subclass that only records the loss; sequential sampler).
+- process setup: orpo_kit workers start themselves as `orpo-kit train` does, with glibc's small-block caches off
+  (the lean heap, orpo_kit.allocator); TRL workers run with glibc's defaults.
 - variants (full run; LoRA prompt_heavy and uf_like, see VARIANTS): `orpo_kit_no_prefix`, `orpo_kit_no_chunk`,
   `orpo_kit_plain` (both off), `orpo_kit_return_freed` (orpo_kit.allocator on: freed blocks go back to the
-  OS; less memory, slower): each option's share.
+  OS; less memory, slower), `orpo_kit_glibc_heap` (orpo_kit without the lean heap) and `trl_lean_heap` (TRL
+  with it): each option's share.
 
 Both trainers see identical token ids (checked in every worker), batch i = pairs 4i .. 4i+3 for both, fp32,
 dropout off, no gradient checkpointing, AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, no weight decay),
@@ -56,6 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .allocator import LEAN_HEAP_SWITCH, lean_heap_active, lean_heap_env, restart_with_lean_heap
 from .bench_workloads import CPU_MIXES, GPU_MIXES, MIXES, count_params, load_pairs, make_pairs, model_config
 
 # ---- knobs ----------------------------------------------------------------------------------------------
@@ -88,10 +92,18 @@ IMPLS: dict[str, dict[str, Any] | None] = {
     # orpo_kit.allocator on (off by default): what returning freed memory to the OS buys, and costs
     "orpo_kit_return_freed": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True,
                                   cpu_return_freed_memory=True),
+    # the lean heap's share (orpo_kit.allocator): orpo_kit without it, and TRL given it too
+    "orpo_kit_glibc_heap": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True),
+    "trl_lean_heap": None,
 }
+# Worker environments beyond the common one. orpo_kit workers restart themselves with the lean heap, as
+# `orpo-kit train` does (orpo_kit.allocator.restart_with_lean_heap); TRL workers keep glibc's defaults.
+GLIBC_DEFAULT_ENV = {"ORPO_KIT_LEAN_HEAP": "0"}
+IMPL_ENV = {"orpo_kit_glibc_heap": GLIBC_DEFAULT_ENV, "trl_lean_heap": "lean"}
 VARIANTS = {  # (mix, adapter) -> the variant rows the full run adds there: each optimization's share
-    ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_return_freed"),
-    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_return_freed"),
+    ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_return_freed",
+                               "orpo_kit_glibc_heap", "trl_lean_heap"),
+    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_return_freed", "orpo_kit_glibc_heap", "trl_lean_heap"),
 }
 VARIANT_IMPLS = tuple(dict.fromkeys(v for names in VARIANTS.values() for v in names))
 TOKENS_DEFINITION = ("logical tokens: len(prompt + chosen) + len(prompt + rejected) per pair, specials "
@@ -419,6 +431,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "token_ids_verified": True, "setup_s": marks["setup_done"] - t_start,
         **{k: out[k] for k in ("activation_checkpointing", "max_dropout", "trainable_dtypes")},
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "lean_heap": lean_heap_active(),
     }
 
 
@@ -431,6 +444,8 @@ def _launch(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    extra = IMPL_ENV.get(spec["impl"], {})
+    env = {**lean_heap_env(env), LEAN_HEAP_SWITCH: "1"} if extra == "lean" else {**env, **extra}
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         try:
@@ -474,7 +489,8 @@ def aggregate(runs: list[dict[str, Any]], flops_params: int, matmul_gflops: floa
         rec["matmul_share"] = flops_per_token * rec["tokens_per_s"] / (matmul_gflops * 1e9)
         rec["runs"] = [{k: r[k] for k in ("repeat", "pairs_per_s", "tokens_per_s", "peak_mem_gb", "peak_growth_gb",
                                           "rss_before_model_gb", "step_times_s", "warmup_times_s", "loss_step0",
-                                          "setup_s", "worker_wall_s", "loadavg_1min") if k in r} for r in ok]
+                                          "setup_s", "worker_wall_s", "loadavg_1min", "lean_heap") if k in r}
+                       for r in ok]
         if len(ok) < len(rs):
             rec["error"] = next(r["error"] for r in rs if "error" in r)
         records.append(rec)
@@ -776,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--worker"]:
         spec = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
+        if IMPLS[spec["impl"]] is not None:  # an orpo_kit run: the same process setup as `orpo-kit train`
+            restart_with_lean_heap(["-m", "orpo_kit.bench", *argv])
         record = run_worker(spec)
         Path(spec["result_path"]).write_text(json.dumps(record), encoding="utf-8")
         return 0

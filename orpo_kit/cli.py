@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `orpo-kit` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and args.command == "train":  # the console script (never an in-process call): lean heap
+        from .allocator import restart_with_lean_heap
+
+        restart_with_lean_heap(["-m", "orpo_kit", *sys.argv[1:]])
     if args.command is None:
         parser.print_help()
         return 0

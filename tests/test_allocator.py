@@ -1,0 +1,77 @@
+"""The CPU allocator settings: the lean-heap environment, the one-time restart, and who gets it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orpo_kit import allocator, cli
+from orpo_kit.allocator import LEAN_HEAP_SWITCH, lean_heap_active, lean_heap_env
+
+GLIBC = allocator.is_glibc()
+
+
+def test_lean_heap_env_adds_both_tunables_and_keeps_the_users():
+    env = lean_heap_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "PATH": "/bin"})
+    assert env["PATH"] == "/bin"
+    assert env["GLIBC_TUNABLES"].split(":") == [
+        "glibc.malloc.arena_max=2", "glibc.malloc.tcache_count=0", "glibc.malloc.mxfast=0"]
+    assert lean_heap_active(env)
+    assert not lean_heap_active({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert not lean_heap_active({})
+
+
+def test_lean_heap_env_never_overrides_a_users_own_value():
+    env = lean_heap_env({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=5"})
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.tcache_count=5:glibc.malloc.mxfast=0"
+    assert not lean_heap_active(env)  # the user's choice wins, and is reported as not lean
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", LEAN_HEAP_SWITCH)}
+    return {**env, **extra}
+
+
+PROBE = ("import os, sys; from orpo_kit.allocator import restart_with_lean_heap; print('start', flush=True); "
+         "restart_with_lean_heap(['-c', 'import os; print(\"restarted\", os.environ.get(\"GLIBC_TUNABLES\"), "
+         "os.environ.get(\"ORPO_KIT_LEAN_HEAP\"))']); print('not restarted')")
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_restart_happens_once_with_the_tunables():
+    out = subprocess.run([sys.executable, "-c", PROBE], env=_child_env(), capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "start"
+    assert out[1] == "restarted glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0 1"
+
+
+@pytest.mark.parametrize("extra", [{LEAN_HEAP_SWITCH: "0"}, {LEAN_HEAP_SWITCH: "1"},
+                                   {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"}])
+def test_no_restart_when_opted_out_already_restarted_or_already_lean(extra):
+    out = subprocess.run([sys.executable, "-c", PROBE], env=_child_env(**extra), capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["start", "not restarted"]
+
+
+def test_the_console_script_restarts_train_but_in_process_calls_never_do(monkeypatch):
+    calls = []
+
+    class Restarted(Exception):
+        pass
+
+    def fake_restart(args):
+        calls.append(list(args))
+        raise Restarted
+
+    monkeypatch.setattr(allocator, "restart_with_lean_heap", fake_restart)
+    monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--max-steps", "1"])
+    with pytest.raises(Restarted):
+        cli.main()
+    assert calls == [["-m", "orpo_kit", "train", "--max-steps", "1"]]
+    monkeypatch.setattr(sys, "argv", ["orpo-kit", "presets"])
+    assert cli.main() == 0  # other commands: no restart
+    assert cli.main(["presets"]) == 0
+    assert len(calls) == 1
