@@ -11,7 +11,7 @@ orpo_kit, trl, orpo_kit_trl_compat (then any variant rows), and the whole sequen
 Each run loads the saved model, takes `warmup` steps that are not timed, then `steps` timed optimizer steps.
 
 - `orpo_kit`: orpo_kit's Trainer, default mode (the paper's NLL over the chosen response; needs no prompt
-  logits), with its speed options on (prefix sharing, chunked log-probs).
+  logits), with its speed options on (prefix sharing, chunked log-probs, the fused SwiGLU).
 - `orpo_kit_trl_compat`: the same with `nll_tokens="prompt_and_response"` (TRL's NLL): its step-0 loss must
   equal TRL's.
 - `trl`: `trl.experimental.orpo.ORPOTrainer` (a subclass that only records the loss; sequential sampler).
@@ -19,8 +19,8 @@ Each run loads the saved model, takes `warmup` steps that are not timed, then `s
   (the lean heap, orpo_kit.allocator); TRL workers run with glibc's defaults.
 - variants (full run; LoRA prompt_heavy and uf_like, see VARIANTS): `orpo_kit_no_prefix`, `orpo_kit_no_chunk`,
   `orpo_kit_plain` (both off), `orpo_kit_return_freed` (orpo_kit.allocator on: freed blocks go back to the
-  OS; less memory, slower), `orpo_kit_glibc_heap` (orpo_kit without the lean heap) and `trl_lean_heap` (TRL
-  with it): each option's share.
+  OS; less memory, slower), `orpo_kit_unfused` (without the fused SwiGLU), `orpo_kit_glibc_heap` (orpo_kit
+  without the lean heap) and `trl_lean_heap` (TRL with it): each option's share.
 
 Both trainers see identical token ids (checked in every worker), batch i = pairs 4i .. 4i+3 for both, fp32,
 dropout off, no gradient checkpointing, AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, no weight decay),
@@ -95,6 +95,7 @@ IMPLS: dict[str, dict[str, Any] | None] = {
     # the lean heap's share (orpo_kit.allocator): orpo_kit without it, and TRL given it too
     "orpo_kit_glibc_heap": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True),
     "trl_lean_heap": None,
+    "orpo_kit_unfused": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True, fused_swiglu=False),
 }
 # Worker environments beyond the common one. orpo_kit workers restart themselves with the lean heap, as
 # `orpo-kit train` does (orpo_kit.allocator.restart_with_lean_heap); TRL workers keep glibc's defaults.
@@ -102,8 +103,9 @@ GLIBC_DEFAULT_ENV = {"ORPO_KIT_LEAN_HEAP": "0"}
 IMPL_ENV = {"orpo_kit_glibc_heap": GLIBC_DEFAULT_ENV, "trl_lean_heap": "lean"}
 VARIANTS = {  # (mix, adapter) -> the variant rows the full run adds there: each optimization's share
     ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_return_freed",
-                               "orpo_kit_glibc_heap", "trl_lean_heap"),
-    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_return_freed", "orpo_kit_glibc_heap", "trl_lean_heap"),
+                               "orpo_kit_glibc_heap"),
+    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_unfused", "orpo_kit_return_freed", "orpo_kit_glibc_heap",
+                          "trl_lean_heap"),
 }
 VARIANT_IMPLS = tuple(dict.fromkeys(v for names in VARIANTS.values() for v in names))
 TOKENS_DEFINITION = ("logical tokens: len(prompt + chosen) + len(prompt + rejected) per pair, specials "

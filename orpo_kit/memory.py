@@ -134,6 +134,7 @@ class ModelShape:
     attention_bias: bool = False
     mlp_bias: bool = False
     model_type: str = "llama"
+    hidden_act: str = "silu"
 
     @classmethod
     def from_config(cls, config: Any) -> ModelShape:
@@ -149,7 +150,13 @@ class ModelShape:
             attention_bias=bool(getattr(text, "attention_bias", False)),
             mlp_bias=bool(getattr(text, "mlp_bias", False)),
             model_type=str(getattr(text, "model_type", "llama")),
+            hidden_act=str(getattr(text, "hidden_act", "silu")),
         )
+
+    @property
+    def swiglu(self) -> bool:
+        """Whether the MLP is SiLU-gated (what `fused_swiglu` changes)."""
+        return self.hidden_act in ("silu", "swish")
 
     @property
     def q_dim(self) -> int:
@@ -226,7 +233,8 @@ def lora_parameters(shape: ModelShape, r: int, target_modules: Any = "all-linear
 
 # ---- activations ------------------------------------------------------------------------------------------------
 def layer_activation_bytes(shape: ModelShape, seq_len: int, *, lora: bool, quantized: bool, amp: bool,
-                           lora_r: int = 0, n_lora_targets: int = 7, mask_per_layer: bool = True) -> float:
+                           lora_r: int = 0, n_lora_targets: int = 7, mask_per_layer: bool = True,
+                           fused_swiglu: bool = False) -> float:
     """Bytes one decoder layer saves for backward, per token (transformers 5.24, sdpa attention).
 
     Counted with `torch.autograd.graph.saved_tensors_hooks` (unique storages, parameters excluded) on LLaMA
@@ -244,15 +252,18 @@ def layer_activation_bytes(shape: ModelShape, seq_len: int, *, lora: bool, quant
     mask in the model's dtype: in fp32 every layer saves that same tensor, so the per-layer 4T term is gone
     (`mask_per_layer=False`; the one mask is counted by the caller); under 16-bit autocast sdpa still saves a
     16-bit cast per layer, so the 2T term stays (both counted on the tiny model, the shared layout, W = 87).
+    The fused SwiGLU (orpo_kit.fused_mlp) does not keep the SiLU output: 4I fewer in fp32 (counted), 2I under
+    16-bit autocast (the same tensor in 16 bits).
     """
     h, i, q, heads = shape.hidden_size, shape.intermediate_size, shape.q_dim, shape.num_heads
     r_term = lora_r * n_lora_targets if lora else 0
     if not amp:
         base = (16 if lora else 24) * h + 16 * i + 16 * q + 4 * heads + (4 * seq_len if mask_per_layer else 0) + 8
-        return base + 4 * r_term
+        return base + 4 * r_term - (4 * i if fused_swiglu else 0)
+    fused = 2 * i if fused_swiglu else 0
     if not lora:
-        return 26 * h + 8 * i + 8 * q + 4 * heads + 2 * seq_len + 8
-    return 18 * h + (14 if quantized else 8) * i + 10 * q + 4 * heads + 2 * seq_len + 8 + 2 * r_term
+        return 26 * h + 8 * i + 8 * q + 4 * heads + 2 * seq_len + 8 - fused
+    return 18 * h + (14 if quantized else 8) * i + 10 * q + 4 * heads + 2 * seq_len + 8 + 2 * r_term - fused
 
 
 # ---- configs without weights ------------------------------------------------------------------------------------
@@ -547,7 +558,8 @@ def estimate_memory(
 
     # ---- activations
     a_layer = layer_activation_bytes(shape, row_w, lora=lora, quantized=quantized, amp=amp, lora_r=cfg.lora_r,
-                                     n_lora_targets=per_layer_targets, mask_per_layer=not shared)
+                                     n_lora_targets=per_layer_targets, mask_per_layer=not shared,
+                                     fused_swiglu=cfg.fused_swiglu and shape.swiglu)
     non_layer = (12 if not lora else 4) * shape.hidden_size  # final norm / lm_head input, per token
     act_full = tokens * (shape.num_layers * a_layer + non_layer + a_layer)  # + backward temporaries of a layer
     if cfg.gradient_checkpointing:

@@ -18,6 +18,7 @@ from orpo_kit.memory import (
     lora_parameters, measure_training_peak, mistral_7b_config, model_config_for, synthetic_estimate_kwargs,
     synthetic_pairs, synthetic_row_len,
 )
+from orpo_kit.fused_mlp import fuse_swiglu
 from orpo_kit.models.load import apply_lora, build_tiny_model
 
 PLAIN = {"prefix_sharing": False, "chunked_logps": False}  # the old path: 2 rows per pair, full logits
@@ -105,41 +106,46 @@ def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int, inputs: dict | 
     return sum(seen.values())
 
 
-def _tiny_train_model(layers: int, lora: bool) -> torch.nn.Module:
-    """The tiny model with `layers` layers (LoRA r8 when asked), in train mode."""
+def _tiny_train_model(layers: int, lora: bool, fused: bool = False) -> torch.nn.Module:
+    """The tiny model with `layers` layers (LoRA r8 when asked, the fused SwiGLU when asked), in train mode."""
     cfg = ORPOConfig(model_name_or_path="tiny", use_lora=lora, lora_r=8,
                      model_config_overrides={"num_hidden_layers": layers})
     model = build_tiny_model(cfg.model_config_overrides)
+    if fused:
+        fuse_swiglu(model)
     return (apply_lora(model, cfg) if lora else model).train()
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("lora", [False, True])
-def test_layer_activation_table_matches_autograd(lora: bool) -> None:
+def test_layer_activation_table_matches_autograd(lora: bool, fused: bool) -> None:
     """Guards the fp32 tables against transformers / torch changes: the per-layer difference of saved bytes."""
     seq_len, per_layer = 48, []
     for layers in (1, 2):
-        model = _tiny_train_model(layers, lora)
+        model = _tiny_train_model(layers, lora, fused)
         per_layer.append([saved_bytes(model, rows, seq_len) for rows in (2, 4)])
     # differences over layers and over rows cancel everything that is not per layer and per token
     measured = ((per_layer[1][1] - per_layer[0][1]) - (per_layer[1][0] - per_layer[0][0])) / (2 * seq_len)
     shape = shape_of(ORPOConfig(model_name_or_path="tiny"))
-    expected = layer_activation_bytes(shape, seq_len, lora=lora, quantized=False, amp=False, lora_r=8)
+    expected = layer_activation_bytes(shape, seq_len, lora=lora, quantized=False, amp=False, lora_r=8,
+                                      fused_swiglu=fused)
     assert measured == expected
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("lora", [False, True])
-def test_layer_activation_table_matches_autograd_in_the_shared_layout(lora: bool) -> None:
+def test_layer_activation_table_matches_autograd_in_the_shared_layout(lora: bool, fused: bool) -> None:
     """[prompt][chosen][rejected] rows with the 4D fp32 mask: the mask is saved once, not per layer (no T term)."""
     seq_len, per_layer = 48, []
     width = synthetic_row_len(seq_len)
     for layers in (1, 2):
-        model = _tiny_train_model(layers, lora)
+        model = _tiny_train_model(layers, lora, fused)
         batches = [collate_shared(synthetic_pairs(pairs, seq_len, 1000), 0) for pairs in (1, 2)]
         assert all(b.input_ids.shape[1] == width for b in batches)
         per_layer.append([saved_bytes(model, 0, 0, b.model_inputs(torch.float32)) for b in batches])
     measured = ((per_layer[1][1] - per_layer[0][1]) - (per_layer[1][0] - per_layer[0][0])) / width
     shape = shape_of(ORPOConfig(model_name_or_path="tiny"))
-    kw = dict(lora=lora, quantized=False, amp=False, lora_r=8)
+    kw = dict(lora=lora, quantized=False, amp=False, lora_r=8, fused_swiglu=fused)
     assert measured == layer_activation_bytes(shape, width, mask_per_layer=False, **kw)
     assert measured == layer_activation_bytes(shape, width, **kw) - 4 * width  # the plain table's mask term
 

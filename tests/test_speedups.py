@@ -1,4 +1,5 @@
-"""Prefix sharing, chunked log-probs from hidden states and length grouping change speed, never results.
+"""Prefix sharing, chunked log-probs from hidden states, the fused SwiGLU and length grouping change speed and
+memory, never results.
 
 Each optimization alone and combined is compared with the plain path (2B padded rows, full logits) on the tiny
 model in fp32, for each supported attention backend, on multi-turn prompts of random lengths with left and right
@@ -7,6 +8,7 @@ padding: per-sequence log-probs (elementwise), the loss, and the LoRA gradients 
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -17,6 +19,7 @@ from orpo_kit.config import ORPOConfig
 from orpo_kit.data.formats import PreferencePair
 from orpo_kit.data.tokenize import TokenizedPair, tokenize_pairs
 from orpo_kit.forward import compute_pair_logps, supports_chunked_logps, supports_prefix_sharing
+from orpo_kit.fused_mlp import fuse_swiglu, unfuse_swiglu
 from orpo_kit.loss import _is_frozen_linear, orpo_loss
 from orpo_kit.models import load_model, load_tokenizer
 from orpo_kit.train import length_grouped
@@ -97,21 +100,22 @@ def test_every_optimization_alone_and_combined_is_exact(tokenizer, items, one_th
     head = model.get_output_embeddings()
     assert _is_frozen_linear(head) == (adapter == "lora")
     pad = tokenizer.pad_token_id
+    assert unfuse_swiglu(model) == 2  # the reference: the model's own MLP forward (load_model fuses by default)
     ref_logps, ref_loss, ref_grads = run(model, items, pad, shared=False, chunked=False, side="right",
                                          nll_tokens=nll_tokens)
     assert len(ref_grads) > 0 and all(g.abs().sum() > 0 for g in ref_grads.values())
-    for shared in (False, True):
-        for chunked in (False, True):
-            for side in ("right", "left"):
-                if not (shared or chunked) and side == "right":
-                    continue
-                label = f"{attn} shared={shared} chunked={chunked} {side} padding, nll={nll_tokens}"
-                logps, loss, grads = run(model, items, pad, shared, chunked, side, nll_tokens)
-                assert_rel_close(logps, ref_logps, f"log-probs ({label})")
-                assert_rel_close(loss[None], ref_loss[None], f"loss ({label})")
-                for name, g in grads.items():
-                    err = ((g - ref_grads[name]).norm() / ref_grads[name].norm()).item()
-                    assert err < REL, f"gradient of {name} ({label}): relative L2 error {err:.2e}"
+    for fused, shared, chunked, side in itertools.product((False, True), (False, True), (False, True),
+                                                          ("right", "left")):
+        if not (fused or shared or chunked) and side == "right":
+            continue
+        (fuse_swiglu if fused else unfuse_swiglu)(model)
+        label = f"{attn} fused={fused} shared={shared} chunked={chunked} {side} padding, nll={nll_tokens}"
+        logps, loss, grads = run(model, items, pad, shared, chunked, side, nll_tokens)
+        assert_rel_close(logps, ref_logps, f"log-probs ({label})")
+        assert_rel_close(loss[None], ref_loss[None], f"loss ({label})")
+        for name, g in grads.items():
+            err = ((g - ref_grads[name]).norm() / ref_grads[name].norm()).item()
+            assert err < REL, f"gradient of {name} ({label}): relative L2 error {err:.2e}"
 
 
 def test_rejected_never_sees_chosen_in_the_shared_layout(tokenizer, items, one_thread) -> None:
