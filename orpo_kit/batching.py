@@ -4,6 +4,10 @@ plain:  2B rows, [chosen rows; rejected rows], each `[prompt][completion]` (what
 shared: B rows, each `[prompt][chosen][rejected]`; a 4D attention mask keeps the rejected part from seeing the
         chosen part and position ids restart at the end of the prompt, so every log-prob equals the plain
         layout's while each prompt is computed once (prefix sharing).
+packed: 1 row, the plain layout's 2B sequences one after another with no padding; position ids restart at each
+        sequence and no attention mask is passed, so transformers keeps attention inside each sequence
+        (flash-attention's varlen kernels; a block-causal mask on sdpa / eager). For flash-attention, which
+        takes no 4D mask and so cannot share prefixes.
 
 Both layouts hand the loss the same `LogpTargets`: which hidden position predicts which token, and which of the
 2B sequences (chosen_0..B-1, rejected_0..B-1) that prediction belongs to.
@@ -29,13 +33,16 @@ class PairBatch:
     attention_mask: torch.Tensor  # [rows, T] 1 on real tokens
     completion_mask: torch.Tensor  # [rows, T] 1 on completion tokens (chosen and rejected alike)
     origins: list[str] = field(default_factory=list)  # file and row of each pair, for error messages
-    layout: str = "plain"  # plain | shared
-    segments: torch.Tensor | None = None  # shared: [B, 4] = left offset, prompt, chosen, rejected lengths
+    layout: str = "plain"  # plain | shared | packed
+    segments: torch.Tensor | None = None  # shared: [B, 4] = left offset, prompt, chosen, rejected lengths;
+    # packed: [2B, 2] = prompt length, sequence length of chosen_0..B-1, rejected_0..B-1
     position_ids: torch.Tensor | None = None  # [rows, T]
 
     @property
     def num_pairs(self) -> int:
         """Number of preference pairs."""
+        if self.layout == "packed":
+            return self.segments.shape[0] // 2
         return self.input_ids.shape[0] if self.layout == "shared" else self.input_ids.shape[0] // 2
 
     @property
@@ -54,6 +61,8 @@ class PairBatch:
 
     def model_inputs(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
         """Keyword arguments for the model's forward: ids, mask (4D additive in the shared layout), positions."""
+        if self.layout == "packed":  # no mask: transformers reads the sequences from the restarting positions
+            return {"input_ids": self.input_ids, "position_ids": self.position_ids}
         mask = self.attention_mask if self.layout == "plain" else shared_attention_mask(self.segments,
                                                                                         self.input_ids.shape[1], dtype)
         out = {"input_ids": self.input_ids, "attention_mask": mask}
@@ -65,6 +74,8 @@ class PairBatch:
         """Where the loss reads log-probs; `with_prompt` adds the chosen prompt tokens (TRL's NLL)."""
         if self.layout == "shared":
             return _shared_targets(self.input_ids, self.segments, with_prompt)
+        if self.layout == "packed":
+            return _packed_targets(self.input_ids, self.segments, with_prompt)
         return plain_targets(self.input_ids, self.attention_mask, self.completion_mask, with_prompt)
 
 
@@ -108,9 +119,32 @@ def collate_shared(
                      segments=segments, position_ids=position_ids)
 
 
-def collate(pairs: list[TokenizedPair], pad_token_id: int, prefix_sharing: bool = False, **kwargs) -> PairBatch:
-    """The shared layout when prefix sharing is on, else the plain one."""
-    return (collate_shared if prefix_sharing else collate_pairs)(pairs, pad_token_id, **kwargs)
+def collate_packed(pairs: list[TokenizedPair], pad_token_id: int, pad_to_multiple_of: int = 1,
+                   padding_side: str = "right") -> PairBatch:
+    """Packed layout: chosen_0..B-1 then rejected_0..B-1, each `[prompt][completion]`, in one row without padding.
+
+    `pad_token_id`, `pad_to_multiple_of` and `padding_side` are accepted for a uniform signature; nothing is padded.
+    """
+    _start(0, 0, padding_side)  # the same check as the other layouts
+    rows = [(p.prompt_ids, p.chosen_ids) for p in pairs] + [(p.prompt_ids, p.rejected_ids) for p in pairs]
+    ids = [t for prompt, completion in rows for t in prompt + completion]
+    completion = [int(k >= len(prompt)) for prompt, comp in rows for k in range(len(prompt) + len(comp))]
+    positions = [k for prompt, comp in rows for k in range(len(prompt) + len(comp))]
+    segments = torch.tensor([[len(prompt), len(prompt) + len(comp)] for prompt, comp in rows], dtype=torch.long)
+    input_ids = torch.tensor([ids], dtype=torch.long)
+    return PairBatch(input_ids, torch.ones_like(input_ids), torch.tensor([completion], dtype=torch.long),
+                     [p.origin for p in pairs], layout="packed", segments=segments,
+                     position_ids=torch.tensor([positions], dtype=torch.long))
+
+
+LAYOUTS = ("plain", "shared", "packed")
+
+
+def collate(pairs: list[TokenizedPair], pad_token_id: int, prefix_sharing: bool = False, packing: bool = False,
+            **kwargs) -> PairBatch:
+    """The shared layout when prefix sharing is on, else the packed one when packing is on, else the plain one."""
+    fn = collate_shared if prefix_sharing else collate_packed if packing else collate_pairs
+    return fn(pairs, pad_token_id, **kwargs)
 
 
 def shared_attention_mask(segments: torch.Tensor, width: int, dtype: torch.dtype) -> torch.Tensor:
@@ -149,6 +183,23 @@ def _shared_targets(input_ids: torch.Tensor, segments: torch.Tensor, with_prompt
     device = input_ids.device
     token_ids = input_ids.reshape(-1)[torch.cat(tok).to(device)]
     return LogpTargets(torch.cat(pred).to(device), token_ids, torch.cat(seq).to(device), n_pairs)
+
+
+def _packed_targets(input_ids: torch.Tensor, segments: torch.Tensor, with_prompt: bool) -> LogpTargets:
+    """Packed layout: inside each sequence position t predicts token t + 1, as in the plain layout's rows."""
+    n_pairs = segments.shape[0] // 2
+    pred, seq = [], []
+    offset = 0
+    for r, (n_p, n) in enumerate(segments.tolist()):
+        if with_prompt and r < n_pairs:  # TRL's NLL: the chosen prompt's tokens too (the first one has no predictor)
+            pred.append(offset + torch.arange(0, n_p - 1))
+            seq.append(torch.full((n_p - 1,), -1))
+        first = max(n_p, 1)  # a sequence's first token has no predictor (as in the plain layout)
+        pred.append(offset + torch.arange(first - 1, n - 1))
+        seq.append(torch.full((n - first,), r))
+        offset += n
+    positions = torch.cat(pred).to(input_ids.device)
+    return LogpTargets(positions, input_ids[0, positions + 1], torch.cat(seq).to(input_ids.device), n_pairs)
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:

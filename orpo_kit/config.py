@@ -62,6 +62,7 @@ class ORPOConfig:
     chunked_logps: bool = True  # log-probs from hidden states in chunks, never the full [B, T, V] logits
     logps_chunk_size: int = 256  # positions per lm_head chunk (recomputed in backward): [256, V] logits at a time
     group_by_length: bool = False  # batch pairs of similar length together (less padding)
+    packing: bool = True  # flash-attention (no 4D masks, so no prefix sharing): a batch's sequences in one unpadded row
     fused_swiglu: bool = True  # SwiGLU MLPs keep gate and up for backward, not the SiLU output too (same values)
     # Optimisation
     learning_rate: float = 8e-6

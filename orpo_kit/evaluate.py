@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .batching import collate
 from .data import PreferencePair, TokenizedPair
-from .forward import compute_pair_logps, supports_prefix_sharing
+from .forward import choose_layout, compute_pair_logps
 
 
 @dataclass
@@ -39,11 +39,11 @@ def score_pairs(
     model.eval()
     device = device or next(model.parameters()).device
     out: list[PairScore] = []
-    shared = supports_prefix_sharing(model)
+    layout = choose_layout(model)
     for start in tqdm(range(0, len(tokenized), batch_size), desc="scoring", leave=False,
                       disable=len(tokenized) < 20 * batch_size):
         chunk = tokenized[start:start + batch_size]
-        batch = collate(chunk, pad_token_id, prefix_sharing=shared).to(device)
+        batch = collate(chunk, pad_token_id, **layout).to(device)
         logps = compute_pair_logps(model, batch, chunked=True)
         for i, tok in enumerate(chunk):
             skill = pairs[start + i].skill if pairs is not None else None

@@ -62,9 +62,28 @@ def supports_chunked_logps(model: torch.nn.Module) -> bool:
 
 def supports_prefix_sharing(model: torch.nn.Module) -> bool:
     """Whether the attention backend takes a custom 4D mask (eager and sdpa do; flash-attention does not)."""
+    return _attn_implementation(model) in ("eager", "sdpa")
+
+
+def packs_for_free(model: torch.nn.Module) -> bool:
+    """Whether the backend runs packed sequences without a dense mask (flash-attention's varlen kernels).
+
+    sdpa and eager run packed rows too (transformers builds a block-causal mask from the position ids), but that
+    mask spans the whole packed row, so attention costs grow with its square: the trainer keeps padded rows there.
+    """
+    return _attn_implementation(model).startswith("flash_attention")
+
+
+def choose_layout(model: torch.nn.Module, prefix_sharing: bool = True, packing: bool = True) -> dict[str, bool]:
+    """`collate` keywords for this model: prefix sharing where 4D masks work, else packing where it is free."""
+    shared = prefix_sharing and supports_prefix_sharing(model)
+    return {"prefix_sharing": shared, "packing": not shared and packing and packs_for_free(model)}
+
+
+def _attn_implementation(model: torch.nn.Module) -> str:
+    """The attention backend transformers runs (eager when unset)."""
     config = getattr(_causal_lm(model), "config", None)
-    impl = getattr(config, "_attn_implementation", None) or "eager"
-    return impl in ("eager", "sdpa")
+    return str(getattr(config, "_attn_implementation", None) or "eager")
 
 
 def _last_hidden_states(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -102,14 +102,6 @@ def selected_token_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[t
     return torch.cat(logps), torch.cat(means)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` over `mask` along the last dim; raises instead of dividing by zero tokens."""
-    counts = mask.sum(-1)
-    if bool((counts == 0).any()):
-        raise ValueError("a sequence has no completion tokens: its mean log-prob is undefined (0 / 0)")
-    return (values * mask).sum(-1) / counts
-
-
 @dataclass
 class LogpTargets:
     """Flat positions whose output predicts `token_ids`, each tagged with its sequence (-1: prompt, NLL only)."""

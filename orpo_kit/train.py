@@ -29,7 +29,7 @@ from .config import ORPOConfig
 from .data import (
     DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, split_train_eval, tokenize_pairs,
 )
-from .forward import compute_pair_logps, supports_prefix_sharing
+from .forward import choose_layout, compute_pair_logps
 from .loss import METRIC_NAMES, orpo_loss
 
 METRICS_FILE = "metrics.jsonl"
@@ -168,7 +168,9 @@ class Trainer:
                                        num_training_steps=cfg.max_steps)
         # The scheduler stays unprepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.prefix_sharing = cfg.prefix_sharing and supports_prefix_sharing(model)  # flash-attention: plain rows
+        # sdpa / eager: prefix sharing; flash-attention (no 4D masks): packed rows; else plain rows
+        self.layout = choose_layout(model, cfg.prefix_sharing, cfg.packing)
+        self.prefix_sharing = self.layout["prefix_sharing"]
         # Which processes take part (rank order); recorded in every checkpoint's trainer_state.json.
         self.processes = gather_object([{"rank": self.accelerator.process_index, "pid": os.getpid()}])
         self.step = 0
@@ -213,7 +215,7 @@ class Trainer:
 
     def _collate(self, items: list[TokenizedPair]) -> PairBatch:
         """Padded tensors on this process's device."""
-        return collate(items, self.tokenizer.pad_token_id, self.prefix_sharing).to(self.accelerator.device)
+        return collate(items, self.tokenizer.pad_token_id, **self.layout).to(self.accelerator.device)
 
     # ---- one optimizer step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:

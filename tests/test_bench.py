@@ -179,8 +179,9 @@ def test_plan_alternates_implementations_and_repeats():
     assert {r["adapter"] for r in full} == {"lora", "full"} and {r["repeat"] for r in full} == {0, 1}
     first = [r for r in full if r["repeat"] == 0]
     assert full == first + [{**r, "repeat": 1} for r in first]  # A / B / A / B
-    variants = {r["impl"] for r in full if (r["mix"], r["adapter"]) == ("prompt_heavy", "lora")}
-    assert set(bench.VARIANT_IMPLS) <= variants
+    for (mix, adapter), names in bench.VARIANTS.items():
+        assert set(names) <= {r["impl"] for r in full if (r["mix"], r["adapter"]) == (mix, adapter)}
+    assert set(bench.VARIANT_IMPLS) == {n for names in bench.VARIANTS.values() for n in names}
     assert not set(bench.VARIANT_IMPLS) & {r["impl"] for r in full if r["adapter"] == "full"}
     with pytest.raises(ValueError, match="unknown"):
         bench.build_plan("quick", "cpu", impls=["nope"])

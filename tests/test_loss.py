@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from orpo_kit.loss import (
-    METRIC_NAMES, PairLogps, log1mexp, masked_mean, orpo_loss, pair_logps_from_logits, selected_token_logps,
+    METRIC_NAMES, LogpTargets, PairLogps, log1mexp, orpo_loss, pair_logps_from_logits, pair_logps_from_token_logps,
+    selected_token_logps,
 )
 
 
@@ -131,8 +132,11 @@ def test_selected_token_logps_chunks_agree_with_one_pass(monkeypatch: pytest.Mon
 
 
 def test_zero_completion_tokens_is_an_error_not_nan() -> None:
+    """Pair 0's rejected completion (sequence 2) has no token: its mean would be 0 / 0."""
+    targets = LogpTargets(positions=torch.arange(3), token_ids=torch.zeros(3, dtype=torch.long),
+                          sequence=torch.tensor([0, 1, 3]), num_pairs=2)
     with pytest.raises(ValueError, match="no completion tokens"):
-        masked_mean(torch.ones(2, 3), torch.tensor([[1, 1, 0], [0, 0, 0]]))
+        pair_logps_from_token_logps(torch.full((3,), -1.0), torch.zeros(3), targets)
 
 
 def test_unknown_nll_tokens_is_rejected() -> None:

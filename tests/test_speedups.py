@@ -14,11 +14,11 @@ import random
 import pytest
 import torch
 
-from orpo_kit.batching import collate, collate_pairs, collate_shared, shared_attention_mask
+from orpo_kit.batching import collate, collate_packed, collate_pairs, collate_shared, shared_attention_mask
 from orpo_kit.config import ORPOConfig
 from orpo_kit.data.formats import PreferencePair
 from orpo_kit.data.tokenize import TokenizedPair, tokenize_pairs
-from orpo_kit.forward import compute_pair_logps, supports_chunked_logps, supports_prefix_sharing
+from orpo_kit.forward import choose_layout, compute_pair_logps, supports_chunked_logps, supports_prefix_sharing
 from orpo_kit.fused_mlp import fuse_swiglu, unfuse_swiglu
 from orpo_kit.loss import _is_frozen_linear, orpo_loss
 from orpo_kit.models import load_model, load_tokenizer
@@ -72,10 +72,10 @@ def lora_model(tokenizer, attn: str, use_lora: bool = True) -> torch.nn.Module:
 
 
 def run(model: torch.nn.Module, items: list[TokenizedPair], pad: int, shared: bool, chunked: bool, side: str,
-        nll_tokens: str) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        nll_tokens: str, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Per-sequence log-probs, loss and LoRA gradients of one path."""
     model.zero_grad(set_to_none=True)
-    batch = collate(items, pad, prefix_sharing=shared, padding_side=side)
+    batch = collate(items, pad, prefix_sharing=shared, packing=packed, padding_side=side)
     logps = compute_pair_logps(model, batch, nll_tokens, chunked=chunked, chunk_size=13)  # many small chunks
     loss, _ = orpo_loss(logps, orpo_lambda=0.5)
     loss.backward()
@@ -116,6 +116,45 @@ def test_every_optimization_alone_and_combined_is_exact(tokenizer, items, one_th
         for name, g in grads.items():
             err = ((g - ref_grads[name]).norm() / ref_grads[name].norm()).item()
             assert err < REL, f"gradient of {name} ({label}): relative L2 error {err:.2e}"
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("nll_tokens", ["response", "prompt_and_response"])
+@pytest.mark.parametrize("adapter", ["lora", "full"])
+def test_packed_layout_is_exact(tokenizer, items, one_thread, attn: str, nll_tokens: str, adapter: str) -> None:
+    """One unpadded row, positions restarting per sequence, no mask: transformers keeps attention inside each
+    sequence (here a block-causal mask on sdpa / eager; flash-attention's varlen kernels on GPU)."""
+    model = lora_model(tokenizer, attn, use_lora=adapter == "lora")
+    pad = tokenizer.pad_token_id
+    ref_logps, ref_loss, ref_grads = run(model, items, pad, shared=False, chunked=False, side="right",
+                                         nll_tokens=nll_tokens)
+    for chunked in (False, True):
+        label = f"{attn} packed chunked={chunked} nll={nll_tokens}"
+        logps, loss, grads = run(model, items, pad, False, chunked, "right", nll_tokens, packed=True)
+        assert_rel_close(logps, ref_logps, f"log-probs ({label})")
+        assert_rel_close(loss[None], ref_loss[None], f"loss ({label})")
+        for name, g in grads.items():
+            err = ((g - ref_grads[name]).norm() / ref_grads[name].norm()).item()
+            assert err < REL, f"gradient of {name} ({label}): relative L2 error {err:.2e}"
+
+
+def test_packed_layout_has_no_padding_and_restarts_positions(items, tokenizer) -> None:
+    plain, packed = collate_pairs(items, tokenizer.pad_token_id), collate_packed(items, tokenizer.pad_token_id)
+    assert packed.input_ids.shape == (1, plain.num_tokens) and packed.num_tokens == plain.num_tokens
+    assert packed.num_pairs == len(items) and "attention_mask" not in packed.model_inputs()
+    first = len(items[0].prompt_ids) + len(items[0].chosen_ids)
+    assert packed.position_ids[0, first - 1] == first - 1 and packed.position_ids[0, first] == 0
+    real = plain.attention_mask.bool()
+    assert torch.equal(packed.input_ids[0], plain.input_ids[real])  # the plain rows' tokens, in order
+
+
+def test_layout_choice_follows_the_attention_backend(tokenizer) -> None:
+    model = lora_model(tokenizer, "sdpa")
+    assert choose_layout(model) == {"prefix_sharing": True, "packing": False}
+    assert choose_layout(model, prefix_sharing=False) == {"prefix_sharing": False, "packing": False}  # dense mask
+    model.get_base_model().config._attn_implementation = "flash_attention_2"  # a label only: nothing runs here
+    assert choose_layout(model) == {"prefix_sharing": False, "packing": True}
+    assert choose_layout(model, packing=False) == {"prefix_sharing": False, "packing": False}
 
 
 def test_rejected_never_sees_chosen_in_the_shared_layout(tokenizer, items, one_thread) -> None:

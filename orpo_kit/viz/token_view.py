@@ -19,7 +19,7 @@ import torch
 from ..batching import collate
 from ..data import PreferencePair, TokenizedPair
 from ..evaluate import score_pairs
-from ..forward import supports_prefix_sharing, token_logps
+from ..forward import choose_layout, token_logps
 
 VIEWS = ("base", "tuned", "change")  # what colours the tokens: log-prob under a model, or the change
 LOGP_FLOOR = -10.0  # base / tuned views: log-probs at or below this are fully red, 0 (p = 1) is fully green
@@ -80,10 +80,10 @@ def completion_token_logps(
     model.eval()
     device = next(model.parameters()).device
     out: list[tuple[list[float], list[float]]] = []
-    shared = supports_prefix_sharing(model)
+    layout = choose_layout(model)
     for start in range(0, len(tokenized), batch_size):
         chunk = tokenized[start:start + batch_size]
-        batch = collate(chunk, pad_token_id, prefix_sharing=shared).to(device)
+        batch = collate(chunk, pad_token_id, **layout).to(device)
         targets, logps, _ = token_logps(model, batch, chunked=True)  # what the loss reads, token by token
         seq, logps = targets.sequence.cpu(), logps.cpu()
         n = len(chunk)
