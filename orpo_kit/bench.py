@@ -170,15 +170,43 @@ def measure_matmul_rate(device: str = "cpu", dtype_name: str = "float32", n: int
 
 
 def busy_warning(device: str) -> str | None:
-    """A warning when other work already loads the CPU: CPU timings then say little (GPU runs do not care)."""
-    if device != "cpu" or not hasattr(os, "getloadavg"):
+    """A warning when other work already loads the CPU: CPU timings then say little (GPU runs do not care).
+
+    Measured over one quiet second (this process sleeps) from /proc/stat, not from the 1-minute load average,
+    which still counts work that ended up to a minute ago.
+    """
+    if device != "cpu":
         return None
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load <= 0.5 * cores:
+    cores = os.cpu_count() or 1
+    busy = _busy_cores(1.0)
+    if busy is None:
+        if not hasattr(os, "getloadavg"):
+            return None
+        busy, what = os.getloadavg()[0], "1-min load"
+    else:
+        what = "cores busy over 1 s"
+    if busy <= 0.25 * cores:
         return None
-    return (f"this machine is busy (1-min load {load:.1f} on {cores} cores): CPU timings will be slow and noisy, "
+    return (f"this machine is busy ({what} {busy:.1f} of {cores}): CPU timings will be slow and noisy, "
             "and threads waiting on each other can make small operations far slower; run on an idle machine "
             "for numbers to quote (memory and step-0 losses are still valid)")
+
+
+def _busy_cores(seconds: float) -> float | None:
+    """How many cores other processes kept busy while this one slept `seconds` (Linux /proc/stat), else None."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return None if total <= 0 else (busy1 - busy0) / total * (os.cpu_count() or 1)
 
 
 def machine_info(threads: int, device: str) -> dict[str, Any]:
@@ -600,7 +628,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_results(result: dict[str, Any], path: Path) -> Path:
-    """Bar chart: pairs/s and peak memory per implementation, grouped by workload (mix / adapter)."""
+    """Horizontal bars, one row of panels per workload: pairs/s and peak memory of each implementation run there."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -608,29 +636,27 @@ def plot_results(result: dict[str, Any], path: Path) -> Path:
 
     records = [r for r in result["records"] if "pairs_per_s" in r]
     workloads = list(dict.fromkeys((r["mix"], r["adapter"]) for r in records))
-    impls = list(dict.fromkeys(r["impl"] for r in records))
-    by_key = {(r["impl"], r["mix"], r["adapter"]): r for r in records}
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(workloads) + 4), 4.8))
-    width = 0.8 / max(1, len(impls))
-    for ax, key, label in ((axes[0], "pairs_per_s", "pairs / s (higher is better)"),
-                           (axes[1], "peak_mem_gb", "peak memory, GB (lower is better)")):
-        for k, impl in enumerate(impls):
-            xs = [i + (k - (len(impls) - 1) / 2) * width for i in range(len(workloads))]
-            ys = [by_key[(impl, *w)][key] if (impl, *w) in by_key else 0.0 for w in workloads]
-            bars = ax.bar(xs, ys, width, label=impl if key == "pairs_per_s" else None)
-            ratio_key = "speedup_vs_trl" if key == "pairs_per_s" else "mem_ratio_vs_trl"
-            ratios = [by_key.get((impl, *w), {}).get(ratio_key) for w in workloads]
-            if impl != "trl":
-                ax.bar_label(bars, [f"{r:.2f}x" if r is not None else "" for r in ratios], fontsize=7)
-        ax.set_xticks(range(len(workloads)))
-        ax.set_xticklabels([f"{m}\n{a}" for m, a in workloads])
-        ax.set_title(label, fontsize=10)
-        ax.margins(y=0.12)
+    colors = {impl: f"C{k % 10}" for k, impl in enumerate(dict.fromkeys(r["impl"] for r in records))}
+    heights = [len([r for r in records if (r["mix"], r["adapter"]) == w]) for w in workloads]
+    fig, axes = plt.subplots(len(workloads), 2, figsize=(11, 1.2 + 0.32 * sum(heights) + 0.5 * len(workloads)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    metrics = (("pairs_per_s", "speedup_vs_trl", "pairs / s (higher is better)"),
+               ("peak_mem_gb", "mem_ratio_vs_trl", "peak memory, GB (lower is better)"))
+    for row, (mix, adapter) in enumerate(workloads):
+        rs = [r for r in records if (r["mix"], r["adapter"]) == (mix, adapter)][::-1]  # first impl on top
+        for col, (key, ratio_key, title) in enumerate(metrics):
+            ax = axes[row][col]
+            bars = ax.barh([r["impl"] for r in rs], [r[key] for r in rs], color=[colors[r["impl"]] for r in rs])
+            ax.bar_label(bars, [f" {r[key]:.2f}" + (f"  ({r[ratio_key]:.2f}x TRL)" if r["impl"] != "trl" and
+                                                     r.get(ratio_key) is not None else "") for r in rs], fontsize=7)
+            ax.set_title(f"{mix} / {adapter}: {title}", fontsize=9)
+            ax.tick_params(axis="y", labelsize=7, labelleft=col == 0)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.margins(x=0.35)
     m = result["machine"]
-    fig.suptitle(f"orpo_kit vs TRL ORPOTrainer ({result['mode']} run; labels: ratio to TRL), "
-                 f"{m['gpu'] or m['cpu']}, {m['torch_threads']} threads", fontsize=9)
-    fig.legend(loc="lower center", ncol=min(len(impls), 6), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.suptitle(f"orpo_kit vs TRL ORPOTrainer ({result['mode']} run), {m['gpu'] or m['cpu']}, "
+                 f"{m['torch_threads']} threads", fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -727,11 +753,11 @@ def _run_all(plan: list[dict[str, Any]], workdir: Path, device: str, threads: in
         pairs_paths[mix] = workdir / f"pairs-{mix}.json"
         save_pairs(make_pairs(MIXES[mix], BATCH_PAIRS * total_steps, seed=SEED), pairs_paths[mix])
     print(f"workloads ready in {time.perf_counter() - t:.1f} s ({shape} model, mixes {list(pairs_paths)})", flush=True)
+    busy = busy_warning(device)  # before the matmul measurement, which loads the CPU itself
     matmul = measure_matmul_rate(device, "float32" if device == "cpu" else "bfloat16")
     print(f"matmul rate: {matmul['gflops_best']:.1f} GFLOP/s ({matmul['dtype']})", flush=True)
     config = model_config(shape)
     params = count_params(config)
-    busy = busy_warning(device)
     if busy:
         print(f"WARNING: {busy}", flush=True)
     runs, started = [], time.perf_counter()

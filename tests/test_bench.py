@@ -207,3 +207,13 @@ def test_bench_command_end_to_end_on_the_tiny_model(tmp_path):
         assert all(key in rec for key in REQUIRED_KEYS)
     assert result["loss_agreement"][0]["passed"]
     assert out.with_suffix(".png").is_file() and out.with_suffix(".txt").is_file()
+
+
+def test_busy_warning_reads_current_use_not_the_load_average(monkeypatch):
+    monkeypatch.setattr(bench, "_busy_cores", lambda seconds: 0.1 * (os.cpu_count() or 1))
+    assert bench.busy_warning("cpu") is None
+    monkeypatch.setattr(bench, "_busy_cores", lambda seconds: 0.9 * (os.cpu_count() or 1))
+    assert "busy" in bench.busy_warning("cpu") and "cores busy over 1 s" in bench.busy_warning("cpu")
+    assert bench.busy_warning("cuda") is None  # GPU timings do not depend on the CPU's other work
+    busy = bench._busy_cores(0.2)
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
