@@ -160,6 +160,7 @@ def _version() -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     """Resolve the config, train, and print where everything went."""
+    from .allocator import is_glibc, lean_heap_active
     from .config import parse_overrides, resolve_config
     from .train import CONFIG_FILE, METRICS_FILE, train
 
@@ -175,6 +176,8 @@ def run_train(args: argparse.Namespace) -> int:
     run = Path(cfg.output_dir)
     print(f"\nrun directory : {run}\nmetrics       : {run / METRICS_FILE}\nconfig        : {run / CONFIG_FILE}")
     print(f"checkpoint    : {result.last_checkpoint}")
+    if is_glibc():
+        print(f"C heap        : {'lean (glibc small-block caches off)' if lean_heap_active() else 'glibc defaults'}")
     print(result.summary())
     return 130 if result.interrupted else 0
 

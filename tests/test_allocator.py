@@ -75,3 +75,15 @@ def test_the_console_script_restarts_train_but_in_process_calls_never_do(monkeyp
     assert cli.main() == 0  # other commands: no restart
     assert cli.main(["presets"]) == 0
     assert len(calls) == 1
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_orpo_kit_train_runs_with_the_lean_heap(tmp_path):
+    """End to end: the command restarts itself, trains, and says which heap it ran with."""
+    env = _child_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    out = subprocess.run([sys.executable, "-m", "orpo_kit", "train", "--preset", "tiny", "--max-steps", "1",
+                          "--output-dir", str(tmp_path / "run"), "device=cpu"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "C heap        : lean (glibc small-block caches off)" in out.stdout
+    assert (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()
