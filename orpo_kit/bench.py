@@ -41,13 +41,16 @@ What is reported (JSON, a table, a bar chart)
   orpo_kit_trl_compat must agree (relative difference ~1e-7 in fp32).
 
 GPU (when CUDA is available and --device is auto or cuda): a random-weight model with Mistral-7B's config,
-4-bit NF4 + LoRA, bf16 compute, rows of about 1024 and 2048 tokens. UNTESTED: written without a GPU.
+4-bit NF4 + LoRA, bf16 compute, rows of about 1024 and 2048 tokens; with flash-attn installed, also
+`orpo_kit_flash_packed` (flash-attention 2, packed rows: it takes no 4D mask, so no prefix sharing).
+UNTESTED: written without a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -96,6 +99,9 @@ IMPLS: dict[str, dict[str, Any] | None] = {
     "orpo_kit_glibc_heap": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True),
     "trl_lean_heap": None,
     "orpo_kit_unfused": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True, fused_swiglu=False),
+    # GPU with flash-attn installed: no 4D masks, so packed rows instead of prefix sharing (added automatically)
+    "orpo_kit_flash_packed": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True, packing=True,
+                                  attn_implementation="flash_attention_2"),
 }
 # Worker environments beyond the common one. orpo_kit workers restart themselves with the lean heap, as
 # `orpo-kit train` does (orpo_kit.allocator.restart_with_lean_heap); TRL workers keep glibc's defaults.
@@ -248,6 +254,8 @@ def build_plan(mode: str, device: str, mixes: list[str] | None = None, adapters:
     adapters = list(adapters or (("lora",) if device == "cuda" else preset["adapters"]))
     if device == "cuda" and "full" in adapters:
         raise ValueError("the GPU workload is a 4-bit model: only --adapters lora is possible")
+    if impls is None and device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        impls = [*MAIN_IMPLS, "orpo_kit_flash_packed"]  # flash-attention installed: its packed path too
     impls = list(impls or MAIN_IMPLS)
     unknown = [i for i in impls if i not in IMPLS] + [m for m in mixes if m not in MIXES]
     unknown += [a for a in adapters if a not in ("lora", "full")]
@@ -290,10 +298,10 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
     from .models import load_tokenizer
     from .train import Trainer
 
-    options = IMPLS[spec["impl"]]
+    options = {"attn_implementation": "sdpa", **IMPLS[spec["impl"]]}
     gpu = spec["device"] == "cuda"
     cfg = ORPOConfig(
-        model_name_or_path=spec["model_dir"], tokenizer_name_or_path=spec["model_dir"], attn_implementation="sdpa",
+        model_name_or_path=spec["model_dir"], tokenizer_name_or_path=spec["model_dir"],
         use_lora=spec["adapter"] == "lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
         lora_target_modules=LORA["target_modules"], gradient_checkpointing=False,
         load_in_4bit=gpu, bnb_4bit_compute_dtype="bfloat16",

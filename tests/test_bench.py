@@ -217,3 +217,12 @@ def test_busy_warning_reads_current_use_not_the_load_average(monkeypatch):
     assert bench.busy_warning("cuda") is None  # GPU timings do not depend on the CPU's other work
     busy = bench._busy_cores(0.2)
     assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
+
+
+def test_gpu_plan_adds_the_flash_packed_run_only_when_flash_attn_is_installed(monkeypatch):
+    real = bench.importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real(name))
+    assert {r["impl"] for r in bench.build_plan("quick", "cuda")} == set(bench.MAIN_IMPLS)
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name))
+    assert {r["impl"] for r in bench.build_plan("quick", "cuda")} == {*bench.MAIN_IMPLS, "orpo_kit_flash_packed"}
+    assert {r["impl"] for r in bench.build_plan("quick", "cpu")} == set(bench.MAIN_IMPLS)  # never on CPU
