@@ -89,3 +89,19 @@ def test_only_silu_gated_mlps_with_the_plain_forward_are_fused() -> None:
 def test_config_switch_turns_it_off() -> None:
     model = load_model(ORPOConfig(fused_swiglu=False))
     assert not any(is_fused(m) for m in model.modules())
+
+
+def test_fused_mlp_under_activation_checkpointing_gives_the_same_gradients() -> None:
+    """Checkpointing recomputes each layer's forward in backward: the fused MLP must survive the replay."""
+    ids = torch.randint(0, 1000, (2, 24), generator=torch.Generator().manual_seed(1))
+    grads = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = load_model(ORPOConfig(use_lora=True, lora_dropout=0.0, gradient_checkpointing=True,
+                                      fused_swiglu=fused)).train()
+        assert sum(is_fused(m) for m in model.modules()) == (2 if fused else 0)
+        model(input_ids=ids, use_cache=False).logits.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-6, atol=1e-9, msg=name)
