@@ -126,10 +126,12 @@ def test_packed_layout_is_exact(tokenizer, items, one_thread, attn: str, nll_tok
     sequence (here a block-causal mask on sdpa / eager; flash-attention's varlen kernels on GPU)."""
     model = lora_model(tokenizer, attn, use_lora=adapter == "lora")
     pad = tokenizer.pad_token_id
+    unfuse_swiglu(model)  # the reference: plain rows, full logits, the model's own MLP forward
     ref_logps, ref_loss, ref_grads = run(model, items, pad, shared=False, chunked=False, side="right",
                                          nll_tokens=nll_tokens)
-    for chunked in (False, True):
-        label = f"{attn} packed chunked={chunked} nll={nll_tokens}"
+    for fused, chunked in itertools.product((False, True), (False, True)):
+        (fuse_swiglu if fused else unfuse_swiglu)(model)
+        label = f"{attn} packed fused={fused} chunked={chunked} nll={nll_tokens}"
         logps, loss, grads = run(model, items, pad, False, chunked, "right", nll_tokens, packed=True)
         assert_rel_close(logps, ref_logps, f"log-probs ({label})")
         assert_rel_close(loss[None], ref_loss[None], f"loss ({label})")
