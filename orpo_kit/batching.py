@@ -137,9 +137,6 @@ def collate_packed(pairs: list[TokenizedPair], pad_token_id: int, pad_to_multipl
                      position_ids=torch.tensor([positions], dtype=torch.long))
 
 
-LAYOUTS = ("plain", "shared", "packed")
-
-
 def collate(pairs: list[TokenizedPair], pad_token_id: int, prefix_sharing: bool = False, packing: bool = False,
             **kwargs) -> PairBatch:
     """The shared layout when prefix sharing is on, else the packed one when packing is on, else the plain one."""
@@ -191,10 +188,10 @@ def _packed_targets(input_ids: torch.Tensor, segments: torch.Tensor, with_prompt
     pred, seq = [], []
     offset = 0
     for r, (n_p, n) in enumerate(segments.tolist()):
-        if with_prompt and r < n_pairs:  # TRL's NLL: the chosen prompt's tokens too (the first one has no predictor)
-            pred.append(offset + torch.arange(0, n_p - 1))
-            seq.append(torch.full((n_p - 1,), -1))
         first = max(n_p, 1)  # a sequence's first token has no predictor (as in the plain layout)
+        if with_prompt and r < n_pairs:  # TRL's NLL: the chosen prompt's tokens too
+            pred.append(offset + torch.arange(0, first - 1))
+            seq.append(torch.full((first - 1,), -1))
         pred.append(offset + torch.arange(first - 1, n - 1))
         seq.append(torch.full((n - first,), r))
         offset += n

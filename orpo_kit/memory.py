@@ -831,7 +831,7 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer, train_pairs=few[:batch], eval_pairs=few[batch:])
         vocab = model.get_input_embeddings().weight.shape[0]
         trainer.train_data = synthetic_pairs(batch, seq_len, min(vocab, len(tokenizer)), seed=cfg.seed)
-        layout = "shared" if trainer.prefix_sharing else "plain"
+        layout = "shared" if trainer.layout["prefix_sharing"] else "packed" if trainer.layout["packing"] else "plain"
         chunked = bool(cfg.chunked_logps and supports_chunked_logps(trainer.model))
         losses = []
         rss_after_steps = []

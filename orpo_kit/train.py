@@ -170,7 +170,6 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # sdpa / eager: prefix sharing; flash-attention (no 4D masks): packed rows; else plain rows
         self.layout = choose_layout(model, cfg.prefix_sharing, cfg.packing)
-        self.prefix_sharing = self.layout["prefix_sharing"]
         # Which processes take part (rank order); recorded in every checkpoint's trainer_state.json.
         self.processes = gather_object([{"rank": self.accelerator.process_index, "pid": os.getpid()}])
         self.step = 0
