@@ -105,8 +105,10 @@ IMPLS: dict[str, dict[str, Any] | None] = {
 }
 # Worker environments beyond the common one. orpo_kit workers restart themselves with the lean heap, as
 # `orpo-kit train` does (orpo_kit.allocator.restart_with_lean_heap); TRL workers keep glibc's defaults.
-GLIBC_DEFAULT_ENV = {"ORPO_KIT_LEAN_HEAP": "0"}
-IMPL_ENV = {"orpo_kit_glibc_heap": GLIBC_DEFAULT_ENV, "trl_lean_heap": "lean"}
+IMPL_ENV = {  # impl -> its worker's environment, from the common one
+    "orpo_kit_glibc_heap": lambda env: {**env, LEAN_HEAP_SWITCH: "0"},  # opted out: glibc's defaults
+    "trl_lean_heap": lambda env: {**lean_heap_env(env), LEAN_HEAP_SWITCH: "1"},  # started lean, as if restarted
+}
 VARIANTS = {  # (mix, adapter) -> the variant rows the full run adds there: each optimization's share
     ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_return_freed",
                                "orpo_kit_glibc_heap"),
@@ -482,8 +484,7 @@ def _launch(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
-    extra = IMPL_ENV.get(spec["impl"], {})
-    env = {**lean_heap_env(env), LEAN_HEAP_SWITCH: "1"} if extra == "lean" else {**env, **extra}
+    env = IMPL_ENV.get(spec["impl"], dict)(env)
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         try:
