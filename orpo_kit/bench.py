@@ -307,7 +307,7 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
         use_lora=spec["adapter"] == "lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
         lora_target_modules=LORA["target_modules"], gradient_checkpointing=False,
         load_in_4bit=gpu, bnb_4bit_compute_dtype="bfloat16",
-        max_length=MAX_LENGTH, max_prompt_length=MAX_LENGTH, orpo_lambda=ORPO_LAMBDA,
+        max_length=MAX_LENGTH, max_prompt_length=MAX_LENGTH - 1, orpo_lambda=ORPO_LAMBDA,
         learning_rate=LEARNING_RATE, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         max_grad_norm=1.0, lr_scheduler_type="linear", warmup_steps=0, warmup_ratio=0.0,
         per_device_train_batch_size=BATCH_PAIRS, gradient_accumulation_steps=1, max_steps=spec["total_steps"],

@@ -12,14 +12,15 @@ DEFAULT_PRESET = "smol"
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `orpo-kit train`."""
     p = sub.add_parser("train", help="train a model with ORPO",
-                       description="Train with ORPO. Later sources win: preset < --config < flags < KEY=VALUE.")
+                       description="Train with ORPO. Later sources win: preset < --config < flags < KEY=VALUE. "
+                                   "Values are converted to each key's type: learning_rate=3e-4, use_lora=true.")
     p.add_argument("--preset", help=f"a shipped recipe (see `orpo-kit presets`; default {DEFAULT_PRESET} "
                                     "when no --config is given)")
     p.add_argument("--config", help="a YAML file of config keys")
     p.add_argument("--data", help='preference pairs: "builtin" or a .jsonl / .json file')
     p.add_argument("--eval-data", help="eval pairs (default: the data's eval split or a seeded held-out fraction)")
     p.add_argument("--output-dir", help="run directory (metrics.jsonl, config.yaml, checkpoints/)")
-    p.add_argument("--max-steps", type=int, help="optimizer steps")
+    p.add_argument("--max-steps", help="optimizer steps")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output dir")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. orpo_lambda=0.5")
 
@@ -31,7 +32,10 @@ def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("source", metavar="PATH_OR_NAME", help='"builtin", a .jsonl/.json/.parquet/.csv file or a hub name')
     p.add_argument("--format", default="auto", help="auto | standard | conversational | implicit | mapped")
     p.add_argument("--split", help="split of a hub dataset (e.g. train_prefs)")
-    p.add_argument("--policy", default="default", help="default | raise | drop (what to do with bad rows)")
+    p.add_argument("--policy", default="default", help="default (drop bad rows; refuse a file that looks wrong as a "
+                                                       "whole) | raise (stop at the first) | drop (drop every bad row)")
+    p.add_argument("--max-bad-fraction", type=float, default=0.05,
+                   help="default policy: refuse a file with more malformed rows than this share (default 0.05)")
     p.add_argument("--tokenizer", default="tiny", help='tokenizer for token statistics ("tiny", a dir or hub name; '
                                                        '"none" to skip)')
     p.add_argument("--max-length", type=int, default=512)
@@ -49,7 +53,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     tokenizer = None if args.tokenizer == "none" else load_tokenizer(ORPOConfig(model_name_or_path=args.tokenizer))
     found = inspect_data(args.source, tokenizer=tokenizer, format=args.format, split=args.split, policy=args.policy,
-                         max_length=args.max_length, max_prompt_length=args.max_prompt_length)
+                         max_length=args.max_length, max_prompt_length=args.max_prompt_length,
+                         max_bad_fraction=args.max_bad_fraction)
     print(json.dumps(found.to_dict(), indent=2) if args.json else "\n".join(found.lines()))
     return 0
 
@@ -164,12 +169,11 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import parse_overrides, resolve_config
     from .train import CONFIG_FILE, METRICS_FILE, train
 
-    overrides = parse_overrides(args.overrides)
-    for flag in ("data", "eval_data", "output_dir", "max_steps"):
-        if getattr(args, flag) is not None:
-            overrides[flag] = getattr(args, flag)
+    flags = [f"{name}={getattr(args, name)}" for name in ("data", "eval_data", "output_dir", "max_steps")
+             if getattr(args, name) is not None]
+    overrides = parse_overrides(flags + args.overrides)  # KEY=VALUE after the flags: it wins, as the README says
     preset = args.preset or (None if args.config else DEFAULT_PRESET)
-    cfg = resolve_config(preset, args.config, overrides)
+    cfg = resolve_config(preset, args.config, overrides, overrides_source="the command line")
     result = train(cfg, resume=args.resume)
     if not result.is_main_process:  # `accelerate launch`: one report, from the main process
         return 130 if result.interrupted else 0

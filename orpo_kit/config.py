@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -11,9 +12,15 @@ from typing import Any
 
 import yaml
 
-from .loss import NLL_TOKEN_CHOICES
+from .config_values import ConfigError, above, at_least, between, convert, not_empty, one_of
+from .loss import METRIC_NAMES, NLL_TOKEN_CHOICES
 
 ALIASES = {"beta": "orpo_lambda"}  # TRL's name for lambda
+# transformers' scheduler names (checked against transformers itself when a name is not among these)
+TRACKERS = ("all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+              "warmup_stable_decay")
 
 
 @dataclass
@@ -32,7 +39,7 @@ class ORPOConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_target_modules: Any = "all-linear"
+    lora_target_modules: str | list[str] = "all-linear"
     gradient_checkpointing: bool = False
     # 4-bit QLoRA (bitsandbytes NF4); implies LoRA
     load_in_4bit: bool = False
@@ -45,7 +52,8 @@ class ORPOConfig:
     eval_fraction: float = 0.1
     data_format: str = "auto"  # auto | standard | conversational | implicit | mapped
     column_map: dict[str, str] | None = None  # e.g. {prompt: question, chosen: response_j, rejected: response_k}
-    data_policy: Any = "default"  # default | raise | drop | {kind: raise|drop}; see orpo_kit.data.PROBLEMS
+    data_policy: str | dict[str, str] = "default"  # default | raise | drop | {kind: raise|drop|keep}; orpo_kit.data.PROBLEMS
+    max_bad_row_fraction: float = 0.05  # default policy: refuse a file with more malformed rows than this share
     data_split: str | None = None  # split of a hub dataset / DatasetDict (default: train_prefs or train)
     eval_data_split: str | None = None  # e.g. test_prefs
     min_score_margin: float | None = None  # drop pairs whose score_chosen - score_rejected is smaller
@@ -96,26 +104,50 @@ class ORPOConfig:
     cpu_return_freed_memory: bool = False  # CPU (glibc): large freed blocks go back to the OS: less memory, slower
 
     def __post_init__(self) -> None:
-        """Check values whose mistakes would only show up later."""
-        if self.nll_tokens not in NLL_TOKEN_CHOICES:
-            raise ValueError(f"nll_tokens must be one of {NLL_TOKEN_CHOICES}, got {self.nll_tokens!r}")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                     "max_steps", "eval_steps", "logging_steps", "save_steps", "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_length", "max_prompt_length", "min_completion_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_skipped_steps < 0:
-            raise ValueError(f"max_skipped_steps must be >= 0, got {self.max_skipped_steps}")
-        if self.stop_at_step is not None and self.stop_at_step < 1:
-            raise ValueError(f"stop_at_step must be at least 1 (or unset), got {self.stop_at_step}")
-        if self.orpo_lambda < 0:
-            raise ValueError(f"orpo_lambda must be >= 0, got {self.orpo_lambda}")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ValueError(f"device must be auto, cpu, cuda or mps, got {self.device!r}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        """Convert every value to its field's type (text as typed: '3e-4', 'true', '[a, b]'), then check ranges."""
+        hints = field_types()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, convert(f.name, getattr(self, f.name), hints[f.name]))
+        for name, check in FIELD_CHECKS.items():
+            problem = check(getattr(self, name))
+            if problem:
+                raise ConfigError(name, getattr(self, name), problem)
+        self._check_together()
+
+    def _check_together(self) -> None:
+        """Rules that tie two fields together, and choices that need another module."""
+        self.report_to = [] if self.report_to == ["none"] else self.report_to  # transformers' spelling of "no tracker"
+        unknown = [t for t in self.report_to if t not in TRACKERS]
+        if unknown:
+            raise ConfigError("report_to", self.report_to, f"unknown tracker {unknown[0]!r}; expected a list of "
+                                                           f"{', '.join(TRACKERS)} (or none)")
+        if not self.metric_for_best_model.startswith("eval_"):  # transformers' rule: eval metrics carry the prefix
+            self.metric_for_best_model = f"eval_{self.metric_for_best_model}"
+        if self.metric_for_best_model.removeprefix("eval_") not in METRIC_NAMES:
+            raise ConfigError("metric_for_best_model", self.metric_for_best_model,
+                              f"expected an eval metric: {', '.join('eval_' + m for m in METRIC_NAMES)}")
+        if self.max_prompt_length >= self.max_length:
+            raise ConfigError("max_prompt_length", self.max_prompt_length,
+                              f"must be smaller than max_length ({self.max_length}) to leave room for the answers")
+        if self.min_completion_tokens >= self.max_length:
+            raise ConfigError("min_completion_tokens", self.min_completion_tokens,
+                              f"must be smaller than max_length ({self.max_length})")
+        if self.stop_at_step is not None and self.stop_at_step > self.max_steps:
+            raise ConfigError("stop_at_step", self.stop_at_step, f"must be at most max_steps ({self.max_steps})")
+        if self.lr_scheduler_type not in SCHEDULERS and not _transformers_knows_scheduler(self.lr_scheduler_type):
+            raise ConfigError("lr_scheduler_type", self.lr_scheduler_type, f"expected one of {', '.join(SCHEDULERS)}")
+        from .data.formats import FORMATS
+        from .data.validate import resolve_policy
+
+        if self.data_format not in ("auto", *FORMATS):
+            raise ConfigError("data_format", self.data_format, f"expected one of auto, {', '.join(FORMATS)}")
+        if self.column_map is not None and not set(self.column_map) <= {"prompt", "chosen", "rejected"}:
+            raise ConfigError("column_map", self.column_map, "keys must be among prompt, chosen, rejected")
+        try:
+            resolve_policy(self.data_policy)
+        except ValueError:
+            raise ConfigError("data_policy", self.data_policy, "expected default, raise, drop or a mapping "
+                                                               "{kind: raise|drop|keep} (kinds: orpo_kit.data.PROBLEMS)") from None
 
     def replace(self, **changes: Any) -> ORPOConfig:
         """A copy with some fields changed (aliases such as beta accepted)."""
@@ -133,6 +165,42 @@ class ORPOConfig:
     def from_yaml(cls, path: str | Path) -> ORPOConfig:
         """Load a YAML recipe; unknown keys are an error that names the file."""
         return cls(**_canonical(_read_yaml(Path(path)), source=str(path)))
+
+
+_FIELD_TYPES: dict[str, Any] = {}
+
+
+def field_types() -> dict[str, Any]:
+    """Each ORPOConfig field's declared type (resolved once)."""
+    if not _FIELD_TYPES:
+        _FIELD_TYPES.update(typing.get_type_hints(ORPOConfig))
+    return _FIELD_TYPES
+
+
+def _transformers_knows_scheduler(name: str) -> bool:
+    """Whether a scheduler name outside SCHEDULERS is one this transformers version has."""
+    from transformers.trainer_utils import SchedulerType
+
+    return name in {s.value for s in SchedulerType}
+
+
+POSITIVE_INTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "max_steps", "eval_steps", "logging_steps", "save_steps", "save_total_limit", "max_prompt_length",
+                 "min_completion_tokens", "lora_r", "logps_chunk_size", "max_train_pairs", "max_eval_pairs",
+                 "stop_at_step")
+FIELD_CHECKS = {
+    **{name: at_least(1) for name in POSITIVE_INTS},
+    "max_length": at_least(2), "max_skipped_steps": at_least(0), "warmup_steps": at_least(0),
+    "lora_alpha": above(0), "lora_dropout": between(0, 1, high_open=True), "warmup_ratio": between(0, 1),
+    "max_bad_row_fraction": between(0, 1),
+    "eval_fraction": between(0, 1, low_open=True, high_open=True), "learning_rate": above(0),
+    "weight_decay": at_least(0), "adam_beta1": between(0, 1, high_open=True), "adam_beta2": between(0, 1, high_open=True),
+    "adam_epsilon": above(0), "max_grad_norm": above(0), "orpo_lambda": at_least(0), "seed": between(0, 2**32 - 1),
+    "nll_tokens": one_of(*NLL_TOKEN_CHOICES), "device": one_of("auto", "cpu", "cuda", "mps"),
+    "mixed_precision": one_of("no", "bf16", "fp16"), "bnb_4bit_quant_type": one_of("nf4", "fp4"),
+    "bnb_4bit_compute_dtype": one_of("bfloat16", "float16", "float32"),
+    "model_name_or_path": not_empty, "data": not_empty, "attn_implementation": not_empty, "output_dir": not_empty,
+}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -156,7 +224,10 @@ def _canonical(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise ValueError(f"{source}: unknown config key {key!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
         if key in out:
             raise ValueError(f"{source}: {key!r} given twice (directly and through an alias)")
-        out[key] = value
+        try:
+            out[key] = convert(key, value, field_types()[key])
+        except ConfigError as exc:
+            raise ConfigError(key, value, f"{exc.expected} (from {source})") from None
     return out
 
 
@@ -173,25 +244,42 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """KEY=VALUE strings to a dict; values parsed as YAML (numbers, booleans, lists)."""
-    out: dict[str, Any] = {}
+def parse_overrides(items: list[str], source: str = "the command line") -> dict[str, Any]:
+    """KEY=VALUE strings to a dict, each value converted to its field's type ('3e-4' -> 0.0003)."""
+    raw: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw != "" else None
-    return out
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not KEY=VALUE (e.g. learning_rate=3e-4)")
+        raw[key.strip().replace("-", "_")] = value
+    return _canonical(raw, source=source)
 
 
 def resolve_config(
     preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+    overrides_source: str = "overrides",
 ) -> ORPOConfig:
-    """Defaults, then the preset, then the YAML file, then overrides: later wins."""
+    """Defaults, then the preset, then the YAML file, then overrides: later wins.
+
+    A preset's `max_prompt_length` that no longer fits a smaller `max_length` given later follows it down to
+    half of it (the presets' own ratio); a `max_prompt_length` you give yourself is checked, never changed.
+    """
     values: dict[str, Any] = {}
-    if preset:
-        values.update(_canonical(_read_yaml(preset_path(preset)), source=f"preset {preset}"))
-    if config_file:
-        values.update(_canonical(_read_yaml(Path(config_file)), source=str(config_file)))
-    values.update(_canonical(overrides or {}, source="overrides"))
-    return ORPOConfig(**values)
+    origin: dict[str, str] = {}
+    sources = [(f"preset {preset}", _read_yaml(preset_path(preset)) if preset else {}),
+               (str(config_file), _read_yaml(Path(config_file)) if config_file else {}),
+               (overrides_source, overrides or {})]
+    for source, given in sources:
+        for key, value in _canonical(given, source=source).items():
+            values[key], origin[key] = value, source
+    fields = {f.name: f.default for f in dataclasses.fields(ORPOConfig)}
+    max_length = values.get("max_length", fields["max_length"])
+    if origin.get("max_prompt_length", "default") in ("default", f"preset {preset}") and \
+            values.get("max_prompt_length", fields["max_prompt_length"]) >= max_length:
+        values["max_prompt_length"] = max(1, max_length // 2)
+    try:
+        return ORPOConfig(**values)
+    except ConfigError as exc:
+        if exc.key in origin:
+            raise ConfigError(exc.key, exc.value, f"{exc.expected} (from {origin[exc.key]})") from None
+        raise

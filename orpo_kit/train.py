@@ -27,7 +27,8 @@ from .allocator import return_freed_memory
 from .batching import PairBatch, collate
 from .config import ORPOConfig
 from .data import (
-    DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, split_train_eval, tokenize_pairs,
+    DataInspection, DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, skill_counts,
+    split_train_eval, tokenize_pairs,
 )
 from .forward import choose_layout, compute_pair_logps
 from .loss import METRIC_NAMES, orpo_loss
@@ -114,7 +115,7 @@ def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.Adam
 def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair], DataReport]:
     """Train and eval pairs plus one report: --eval-data when given, else the data's split or a held-out fraction."""
     opts = dict(format=cfg.data_format, column_map=cfg.column_map, policy=cfg.data_policy,
-                min_score_margin=cfg.min_score_margin)
+                min_score_margin=cfg.min_score_margin, max_bad_fraction=cfg.max_bad_row_fraction)
     pairs, report = load_pairs(cfg.data, split=cfg.data_split, **opts)
     if cfg.eval_data:
         evals, eval_report = load_pairs(cfg.eval_data, split=cfg.eval_data_split, **opts)
@@ -148,7 +149,8 @@ class Trainer:
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
         self.data_report = DataReport(source="pairs given in Python")
-        if train_pairs is None or eval_pairs is None:
+        loaded = train_pairs is None or eval_pairs is None
+        if loaded:
             loaded_train, loaded_eval, self.data_report = load_train_eval(cfg)
             train_pairs = loaded_train if train_pairs is None else train_pairs
             eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
@@ -157,8 +159,10 @@ class Trainer:
         self.train_data = tokenize_pairs(self.tokenizer, train_pairs, **limits)
         self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, **limits)
         self._check_data_size()
-        if self.data_report.dropped and self.accelerator.is_main_process:
-            print("\n".join(self.data_report.lines()))
+        if (loaded or self.data_report.dropped) and self.accelerator.is_main_process:  # as `orpo-kit inspect-data`
+            inspection = DataInspection(self.data_report, len(self.train_data), len(self.eval_data), None,
+                                        skill_counts(train_pairs + eval_pairs))
+            print("\n".join(inspection.lines()))
         model = model if model is not None else load_model(cfg, self.tokenizer)
         _guard_if_4bit(model)
         ckpt.check_free_space(self.run_dir, ckpt.estimate_checkpoint_bytes(model))

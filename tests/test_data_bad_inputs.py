@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from orpo_kit.data import DEFAULT_POLICY, PROBLEMS, DataSourceError, RowProblem, load_pairs
+from orpo_kit.data import DAMAGE, DEFAULT_POLICY, PROBLEMS, DataSourceError, RowProblem, load_pairs
 
 GOOD = {"prompt": "What is 2 + 2?", "chosen": "2 + 2 = 4.", "rejected": "2 + 2 = 5."}
 GOOD2 = {"prompt": "Name a primary colour.", "chosen": "Red.", "rejected": "Green is a primary pigment colour."}
@@ -101,7 +101,7 @@ CASES = [
                                         ("Assistant", "Goodbye!")]),
                          "rejected": _hh([("Human", "Hi"), ("Assistant", "Hey there."), ("Human", "Say bye."),
                                           ("Assistant", "No.")])}),
-         "prompt_mismatch", ["line 2", "differ before the final assistant turn"]),
+         "prompt_mismatch", ["line 2", "differ at turn 1, before the final assistant turn"]),
     Case("hh_not_a_transcript", "hh.jsonl", jsonl(HH_GOOD, {"chosen": "Goodbye!", "rejected": HH_GOOD["rejected"]}),
          "bad_order", ["line 2", "field 'chosen'", "not a transcript"]),
     # --- conversational message lists
@@ -176,6 +176,7 @@ def materialize(case: Case, tmp_path: Path) -> Path:
 
 
 def load_error(case: Case, tmp_path: Path, policy: Any = "raise") -> tuple[Path, Exception]:
+    """The error loading the case's file raises (policy raise by default: the first problem itself)."""
     path = materialize(case, tmp_path)
     with pytest.raises(ValueError) as info:
         load_pairs(path, policy=policy, **case.kwargs)
@@ -217,18 +218,22 @@ def test_source_problems_are_not_hidden_by_a_drop_policy(case: Case, tmp_path: P
 
 
 @pytest.mark.parametrize("case", ROW_CASES, ids=lambda c: c.name)
-def test_default_policy_raises_or_drops_each_kind_as_documented(case: Case, tmp_path: Path) -> None:
+def test_default_policy_drops_each_kind_and_refuses_a_file_that_is_mostly_damaged(case: Case, tmp_path: Path) -> None:
+    """One bad row among a few: dropped and counted when the share allows it, else the whole file is refused
+    with the same first message that policy raise gives."""
     path = materialize(case, tmp_path)
     with pytest.raises(RowProblem) as raised:
         load_pairs(path, policy="raise", **case.kwargs)
-    if DEFAULT_POLICY[case.kind] == "raise":
-        with pytest.raises(RowProblem, match="^" + re.escape(str(raised.value)) + "$"):
+    assert DEFAULT_POLICY[case.kind] == "drop"
+    pairs, report = load_pairs(path, max_bad_fraction=1.0, **case.kwargs)
+    assert report.dropped == Counter({case.kind: 1})
+    assert report.examples[case.kind] == [str(raised.value)]
+    assert report.kept == len(pairs) == report.rows_read - 1
+    if case.kind in DAMAGE:  # one malformed row in a file of a few is far over 5%
+        with pytest.raises(DataSourceError, match=re.escape(f"First problem: {raised.value}.")):
             load_pairs(path, **case.kwargs)
-    else:
-        pairs, report = load_pairs(path, **case.kwargs)
-        assert report.dropped == Counter({case.kind: 1})
-        assert report.examples[case.kind] == [str(raised.value)]
-        assert report.kept == len(pairs) == report.rows_read - 1
+    else:  # filters (duplicates, margins) never refuse a file
+        assert load_pairs(path, **case.kwargs)[1].dropped == report.dropped
 
 
 def test_every_case_has_its_own_message(tmp_path: Path) -> None:
@@ -268,9 +273,9 @@ def test_a_file_of_blank_lines_reads_as_empty(tmp_path: Path) -> None:
 def test_list_source_rows_count_from_zero() -> None:
     with pytest.raises(RowProblem,
                        match=r"^rows, row 1 \(counting from 0\), field 'chosen': expected a string, got list$"):
-        load_pairs([GOOD, {**GOOD, "chosen": ["a"]}])
+        load_pairs([GOOD, {**GOOD, "chosen": ["a"]}], policy="raise")
     with pytest.raises(RowProblem, match=r"^rows, row 2 \(counting from 0\): expected an object, got str$"):
-        load_pairs([GOOD, GOOD2, "not a row"])
+        load_pairs([GOOD, GOOD2, "not a row"], policy="raise")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -334,14 +339,17 @@ def test_drop_policy_keeps_exactly_the_good_rows_of_a_mixed_jsonl(tmp_path: Path
     assert "dropped 2 x wrong_type" in text and "dropped 1 x bad_json" in text
 
 
-def test_default_policy_stops_at_the_first_damaged_line_of_the_mixed_file(tmp_path: Path) -> None:
+def test_default_policy_refuses_the_mixed_file_and_raise_stops_at_its_first_damaged_line(tmp_path: Path) -> None:
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_bytes(jsonl(*[row for row, _ in STANDARD_MIXED]))
-    with pytest.raises(RowProblem, match=rf"^{re.escape(str(mixed))}, line 2: not valid JSON"):
+    first = rf"{re.escape(str(mixed))}, line 2: not valid JSON"
+    with pytest.raises(RowProblem, match="^" + first):
+        load_pairs(mixed, policy="raise")
+    with pytest.raises(DataSourceError, match=rf"^{re.escape(str(mixed))}: refused: 9 of 16 rows \(56.2%\) are "
+                                              rf"malformed.*First problem: {first}"):
         load_pairs(mixed)
-    # a per-kind policy over the defaults behaves like "drop" once every raise-kind is dropped
-    pol = {k: "drop" for k, v in DEFAULT_POLICY.items() if v == "raise"}
-    pairs, report = load_pairs(mixed, policy=pol, min_score_margin=1.0)
+    # with the share allowed, the default policy keeps what "drop" keeps
+    pairs, report = load_pairs(mixed, min_score_margin=1.0, max_bad_fraction=1.0)
     assert _content(pairs) == _content(load_pairs(mixed, policy="drop", min_score_margin=1.0)[0])
 
 

@@ -167,15 +167,16 @@ def test_explicit_format_equal_to_the_detected_one_changes_nothing(name: str) ->
     assert report.format == fmt and norm(pairs) == norm_expected(expected)
 
 
-def test_format_override_reads_hh_transcripts_despite_a_prompt_column() -> None:
-    """Some HH derivatives add a `prompt` column; auto detection then says standard, `format=` fixes it."""
+def test_hh_transcripts_are_detected_despite_a_prompt_column() -> None:
+    """Some HH derivatives add a `prompt` column; the transcripts in chosen/rejected still decide the format,
+    and `format=standard` would take each whole transcript as the answer."""
     rows = read_jsonl(FIXTURES / "hh_rlhf.jsonl")
     for row in rows:
         row["prompt"] = row["chosen"].rsplit("\n\nAssistant:", 1)[0]
-    auto, report = load_pairs(rows)
+    forced, report = load_pairs(rows, format="standard")
     assert report.format == "standard"
-    assert auto[0].chosen.startswith("\n\nHuman:")  # whole transcript taken as the answer
-    pairs, report = load_pairs(rows, format="implicit")
+    assert forced[0].chosen.startswith("\n\nHuman:")  # whole transcript taken as the answer
+    pairs, report = load_pairs(rows)
     assert report.format == "implicit"
     assert norm(pairs) == norm_expected(SINGLE + MULTI)
 

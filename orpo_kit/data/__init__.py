@@ -2,9 +2,12 @@
 
 from .formats import FORMATS, PreferencePair, RowProblem, detect_format, normalize_row
 from .sources import DataSourceError, read_rows
-from .stats import DataInspection, LengthStats, inspect_data, length_stats
+from .stats import DataInspection, LengthStats, inspect_data, length_stats, skill_counts
 from .tokenize import TokenizedPair, render_ids, tokenize_pair, tokenize_pairs
-from .validate import DEFAULT_POLICY, PROBLEMS, DataReport, drop_eval_overlap, load_pairs, split_train_eval
+from .validate import (
+    DAMAGE, DEFAULT_MAX_BAD_FRACTION, DEFAULT_POLICY, PROBLEMS, DataReport, drop_eval_overlap, load_pairs,
+    split_train_eval,
+)
 
 
 def load_preference_pairs(source, **kwargs) -> list[PreferencePair]:
@@ -18,7 +21,7 @@ def pairs_from_rows(rows: list[dict], **kwargs) -> list[PreferencePair]:
 
 
 __all__ = [
-    "DEFAULT_POLICY", "FORMATS", "DataInspection", "LengthStats", "inspect_data", "length_stats", "PROBLEMS", "DataReport", "DataSourceError", "PreferencePair", "RowProblem",
+    "DAMAGE", "DEFAULT_MAX_BAD_FRACTION", "DEFAULT_POLICY", "FORMATS", "skill_counts", "DataInspection", "LengthStats", "inspect_data", "length_stats", "PROBLEMS", "DataReport", "DataSourceError", "PreferencePair", "RowProblem",
     "TokenizedPair", "detect_format", "drop_eval_overlap", "load_pairs", "load_preference_pairs", "normalize_row",
     "pairs_from_rows", "read_rows", "render_ids", "split_train_eval", "tokenize_pair", "tokenize_pairs",
 ]

@@ -3,35 +3,35 @@
 Formats:
 - standard: `prompt`, `chosen`, `rejected` strings;
 - conversational: `chosen` / `rejected` are lists of {role, content} messages, with or without a separate
-  `prompt` (a string or a message list); message lists may repeat the prompt's turns (UltraFeedback);
+  `prompt`. Lists that hold the whole dialogue (UltraFeedback, orpo-dpo-mix, Capybara) give the prompt
+  themselves; their `prompt` text column is then only a summary and is not used;
 - implicit: `chosen` / `rejected` are whole transcripts ("\\n\\nHuman: ... \\n\\nAssistant: ...", as in
-  Anthropic HH-RLHF) that share the dialogue before the final assistant turn;
-- mapped: other column names (`question` / `response_j` / `response_k`, `instruction` + `input`, ...) or
-  an explicit `column_map` {prompt: ..., chosen: ..., rejected: ...}.
+  Anthropic HH-RLHF) that share the dialogue before the final assistant turn (see `transcripts`);
+- mapped: other column names (`question` / `response_j` / `response_k`, Orca's `system` + `question`,
+  `instruction` + `input`, ...) or an explicit `column_map` {prompt: ..., chosen: ..., rejected: ...};
+- labeled_ab: two answers and a label saying which one people preferred (Stanford SHP: `history`,
+  `human_ref_A`, `human_ref_B`, `labels` = 1 when A is preferred).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-FORMATS = ("standard", "conversational", "implicit", "mapped")
+from .problems import RowProblem
+from .transcripts import looks_like_transcript, transcript_pair
+
+FORMATS = ("standard", "conversational", "implicit", "mapped", "labeled_ab")
 ROLES = ("system", "user", "assistant")
 ALIASES = {
-    "prompt": ("prompt", "question", "instruction", "query"),
+    "prompt": ("prompt", "question", "instruction", "query", "input", "history"),
     "chosen": ("chosen", "response_j", "chosen_response", "preferred"),
     "rejected": ("rejected", "response_k", "rejected_response", "dispreferred"),
 }
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
-
-
-class RowProblem(ValueError):
-    """A row that cannot become a pair: `kind` selects the policy, the message names row and field."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+AB_COLUMNS = ("human_ref_A", "human_ref_B", "labels")
+# Score columns under their published names: (chosen, rejected).
+SCORE_COLUMNS = (("score_chosen", "score_rejected"), ("chosen_score", "rejected_score"),
+                 ("rating_chosen", "rating_rejected"))
 
 
 @dataclass
@@ -57,14 +57,23 @@ class PreferencePair:
 
 def detect_format(columns: set[str], sample: dict[str, Any]) -> str:
     """Guess the format from column names and one row's value types."""
+    if set(AB_COLUMNS) <= columns:
+        return "labeled_ab"
     if "chosen" in columns and "rejected" in columns:
         if isinstance(sample.get("chosen"), list):
             return "conversational"
-        return "standard" if "prompt" in columns else "implicit"
+        if looks_like_transcript(sample.get("chosen")):
+            return "implicit"
+        if "prompt" in columns:
+            return "standard"
+        if any(a in columns for a in ALIASES["prompt"]):
+            return "mapped"  # Orca pairs: system + question (or input), chosen, rejected
+        return "implicit"
     if any(a in columns for names in ALIASES.values() for a in names):
         return "mapped"
     raise ValueError(f"cannot tell the data format from columns {sorted(columns)}: expected prompt/chosen/rejected, "
-                     "message lists, HH-style transcripts, or pass column_map={'prompt': ..., 'chosen': ..., 'rejected': ...}")
+                     "message lists, HH-style transcripts, SHP-style human_ref_A/human_ref_B/labels, "
+                     "or pass column_map={'prompt': ..., 'chosen': ..., 'rejected': ...}")
 
 
 def _text(values: dict[str, Any], name: str, where: str, allow_empty: bool = False) -> str:
@@ -75,13 +84,13 @@ def _text(values: dict[str, Any], name: str, where: str, allow_empty: bool = Fal
     if not isinstance(value, str):
         raise RowProblem("wrong_type", f"{where}, field {name!r}: expected a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
-        kind = "empty_prompt" if name == "prompt" else "empty_completion"
+        kind = "empty_prompt" if name in ALIASES["prompt"] else "empty_completion"
         raise RowProblem(kind, f"{where}, field {name!r}: empty text")
     return value
 
 
 def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
-    """Validate a message list: {role, content} strings with known roles; extra keys are dropped."""
+    """Validate a message list: {role, content} strings with known roles; extra keys and empty system turns go."""
     if not isinstance(value, list) or not value:
         got = "an empty list" if isinstance(value, list) else type(value).__name__
         raise RowProblem("wrong_type", f"{where}, field {name!r}: expected a non-empty list of messages, got {got}")
@@ -92,6 +101,8 @@ def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
         if m["role"] not in ROLES:
             raise RowProblem("bad_role", f"{where}, field {name!r}, message {i}: unknown role {m['role']!r} "
                                          f"(expected one of {', '.join(ROLES)})")
+        if m["role"] == "system" and not m["content"].strip():
+            continue  # an empty system prompt is the same as none (Orca's many "" system fields)
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
@@ -105,12 +116,15 @@ def check_dialogue_order(prompt: list[dict[str, str]], where: str) -> None:
     if not roles or roles != expected or roles[-1] != "user":
         raise RowProblem("bad_order", f"{where}: prompt turns {[m['role'] for m in prompt]} are out of order "
                                       "(expected [system,] user, assistant, ..., user)")
+    for i, m in enumerate(prompt):
+        if not m["content"].strip():
+            raise RowProblem("empty_prompt", f"{where}: prompt turn {i} ({m['role']!r}) is empty")
 
 
 def _final_turn(conv: list[dict[str, str]], prompt: list[dict[str, str]] | None, where: str, name: str):
-    """(prompt turns, answer) of one message list, given the separate prompt if there is one."""
+    """(prompt turns, answer) of one message list, given the separate prompt messages if there are any."""
     if prompt is not None and conv[: len(prompt)] == prompt and len(conv) > len(prompt):
-        conv = conv[len(prompt):]  # the list repeats the prompt (UltraFeedback)
+        conv = conv[len(prompt):]  # the list repeats the prompt
     elif prompt is None:
         prompt, conv = conv[:-1], conv[-1:]
     if len(conv) != 1:
@@ -122,42 +136,34 @@ def _final_turn(conv: list[dict[str, str]], prompt: list[dict[str, str]] | None,
     return prompt, conv[0]["content"]
 
 
+def _prompt_messages(values: dict[str, Any], where: str, whole_dialogue: bool) -> list[dict[str, str]] | None:
+    """The separate prompt as messages, or None when the message lists carry the dialogue themselves."""
+    prompt = values.get("prompt")
+    if isinstance(prompt, list):
+        return _messages(prompt, where, "prompt")
+    if whole_dialogue or prompt is None:
+        return None  # a text `prompt` beside whole dialogues only summarizes them
+    return [{"role": "user", "content": _text(values, "prompt", where)}]
+
+
 def _conversational(values: dict[str, Any], where: str) -> tuple[list[dict[str, str]], str, str]:
     """Prompt messages and final answers from message lists."""
     chosen = _messages(values.get("chosen"), where, "chosen")
     rejected = _messages(values.get("rejected"), where, "rejected")
-    prompt = values.get("prompt")
-    if isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    elif prompt is not None:
-        prompt = _messages(prompt, where, "prompt")
+    prompt = _prompt_messages(values, where, whole_dialogue=len(chosen) > 1 and len(rejected) > 1)
+    if prompt is None and (len(chosen) < 2 or len(rejected) < 2):
+        short = "chosen" if len(chosen) < 2 else "rejected"
+        raise RowProblem("missing_field", f"{where}, field 'prompt': missing, and {short!r} holds only the answer")
     p_c, a_c = _final_turn(chosen, prompt, where, "chosen")
     p_r, a_r = _final_turn(rejected, prompt, where, "rejected")
-    if p_c != p_r:
+    if _stripped(p_c) != _stripped(p_r):
         raise RowProblem("prompt_mismatch", f"{where}: 'chosen' and 'rejected' continue different dialogues")
     return p_c, a_c, a_r
 
 
-def split_transcript(text: str, where: str, name: str) -> list[dict[str, str]]:
-    """HH-style "\\n\\nHuman: ... \\n\\nAssistant: ..." text to messages."""
-    parts = _HH_TURN.split(text)
-    if parts[0].strip() or len(parts) < 3:
-        raise RowProblem("bad_order", f"{where}, field {name!r}: not a transcript of '\\n\\nHuman: ' / "
-                                      "'\\n\\nAssistant: ' turns")
-    roles = {"Human": "user", "Assistant": "assistant"}
-    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
-
-
-def _implicit(values: dict[str, Any], where: str) -> tuple[list[dict[str, str]], str, str]:
-    """Shared dialogue prompt and final assistant turns of two transcripts."""
-    chosen = split_transcript(_text(values, "chosen", where), where, "chosen")
-    rejected = split_transcript(_text(values, "rejected", where), where, "rejected")
-    if chosen[:-1] != rejected[:-1]:
-        raise RowProblem("prompt_mismatch", f"{where}: 'chosen' and 'rejected' transcripts differ before the final "
-                                            "assistant turn, so they do not answer the same prompt")
-    _, a_c = _final_turn(chosen, None, where, "chosen")
-    _, a_r = _final_turn(rejected, None, where, "rejected")
-    return chosen[:-1], a_c, a_r
+def _stripped(messages: list[dict[str, str]]) -> list[tuple[str, str]]:
+    """Messages compared without leading / trailing whitespace (a stray space is not another dialogue)."""
+    return [(m["role"], m["content"].strip()) for m in messages]
 
 
 def resolve_column_map(columns: set[str], column_map: dict[str, str] | None) -> dict[str, str]:
@@ -174,38 +180,97 @@ def resolve_column_map(columns: set[str], column_map: dict[str, str] | None) -> 
     return found
 
 
+def _system(values: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """A `system` column as a system turn (none when empty, as in most Orca rows)."""
+    system = values.get("system")
+    if system is None:
+        return []
+    if not isinstance(system, str):
+        raise RowProblem("wrong_type", f"{where}, field 'system': expected a string, got {type(system).__name__}")
+    return [{"role": "system", "content": system}] if system.strip() else []
+
+
 def _mapped(values: dict[str, Any], where: str, cmap: dict[str, str]) -> tuple[list[dict[str, str]], str, str]:
-    """Standard fields under other names; `instruction` + `input` joined into one prompt."""
+    """Standard fields under other names; `instruction` + `input` joined; a `system` column kept."""
     prompt = _text(values, cmap["prompt"], where)
     extra = values.get("input") if cmap["prompt"] == "instruction" else None
     if isinstance(extra, str) and extra.strip():
         prompt = f"{prompt}\n\n{extra}"
-    return [{"role": "user", "content": prompt}], _text(values, cmap["chosen"], where), _text(values, cmap["rejected"], where)
+    messages = _system(values, where) + [{"role": "user", "content": prompt}]
+    return messages, _text(values, cmap["chosen"], where), _text(values, cmap["rejected"], where)
 
 
-def normalize_row(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, str] | None = None) -> PreferencePair:
-    """One raw row to a PreferencePair, or RowProblem."""
+def _ab_label(values: dict[str, Any], where: str) -> bool:
+    """SHP's `labels`: True when A is preferred (1), False when B is (0); "1" / "0" from CSV too."""
+    label = values.get("labels")
+    if isinstance(label, str) and label.strip() in ("0", "1"):
+        label = int(label)
+    if label is None:
+        raise RowProblem("missing_field", f"{where}, field 'labels': missing")
+    if label not in (0, 1) or isinstance(label, float) and not label.is_integer():
+        raise RowProblem("wrong_type", f"{where}, field 'labels': expected 1 (A preferred) or 0 (B preferred), "
+                                       f"got {label!r}")
+    return bool(label)
+
+
+def _labeled_ab(values: dict[str, Any], where: str) -> tuple[list[dict[str, str]], str, str, dict[str, Any]]:
+    """Prompt, preferred and other answer of an A/B row, and its scores in chosen/rejected order."""
+    a_wins = _ab_label(values, where)
+    prompt = _text(values, "history", where)
+    a, b = _text(values, "human_ref_A", where), _text(values, "human_ref_B", where)
+    scores = {"score_chosen": values.get("score_A" if a_wins else "score_B"),
+              "score_rejected": values.get("score_B" if a_wins else "score_A")}
+    return [{"role": "user", "content": prompt}], (a if a_wins else b), (b if a_wins else a), scores
+
+
+def _pair_parts(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, str] | None):
+    """(prompt messages, chosen, rejected, score columns) of a row in a given format."""
+    scores = values
     if fmt == "standard":
         prompt_value = values.get("prompt")
         prompt = _messages(prompt_value, where, "prompt") if isinstance(prompt_value, list) else \
-            [{"role": "user", "content": _text(values, "prompt", where)}]
+            _system(values, where) + [{"role": "user", "content": _text(values, "prompt", where)}]
         chosen, rejected = _text(values, "chosen", where), _text(values, "rejected", where)
     elif fmt == "conversational":
         prompt, chosen, rejected = _conversational(values, where)
     elif fmt == "implicit":
-        prompt, chosen, rejected = _implicit(values, where)
+        prompt, chosen, rejected = transcript_pair(_text(values, "chosen", where), _text(values, "rejected", where),
+                                                   where)
     elif fmt == "mapped":
         prompt, chosen, rejected = _mapped(values, where, cmap or {})
+    elif fmt == "labeled_ab":
+        prompt, chosen, rejected, scores = _labeled_ab(values, where)
     else:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto")
+    return prompt, chosen, rejected, scores
+
+
+def normalize_row(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, str] | None = None) -> PreferencePair:
+    """One raw row to a PreferencePair, or RowProblem."""
+    prompt, chosen, rejected, score_values = _pair_parts(values, fmt, where, cmap)
     check_dialogue_order(prompt, where)
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         if not text.strip():
             raise RowProblem("empty_completion", f"{where}, field {name!r}: empty completion")
-    if chosen == rejected:
+    if chosen.strip() == rejected.strip():
         raise RowProblem("identical", f"{where}: 'chosen' and 'rejected' are identical, so the pair teaches nothing")
-    return PreferencePair(prompt, chosen, rejected, origin=where, split=values.get("split"), skill=values.get("skill"),
-                          score_chosen=_score(values, "score_chosen"), score_rejected=_score(values, "score_rejected"))
+    score_chosen, score_rejected = _scores(score_values)
+    return PreferencePair(prompt, chosen, rejected, origin=where, split=_label(values, "split"),
+                          skill=_label(values, "skill"), score_chosen=score_chosen, score_rejected=score_rejected)
+
+
+def _label(values: dict[str, Any], name: str) -> str | None:
+    """An optional text label (split, skill); other types are ignored."""
+    value = values.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _scores(values: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(chosen, rejected) scores from the first pair of published score columns present."""
+    for chosen_name, rejected_name in SCORE_COLUMNS:
+        if chosen_name in values or rejected_name in values:
+            return _score(values, chosen_name), _score(values, rejected_name)
+    return _score(values, "score_chosen"), _score(values, "score_rejected")
 
 
 def _score(values: dict[str, Any], name: str) -> float | None:
@@ -214,6 +279,7 @@ def _score(values: dict[str, Any], name: str) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if number == number else None  # NaN: no score

@@ -9,6 +9,7 @@ skip it; damage to the whole source (missing, a directory, empty, unreadable) ra
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 BUILTIN = "builtin"
-FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")
+FILE_TYPES = (".jsonl", ".json", ".parquet", ".csv")  # each also gzip-compressed (HH-RLHF ships .jsonl.gz)
 
 
 class DataSourceError(ValueError):
@@ -98,27 +99,45 @@ def _decode(path: Path, data: bytes) -> str:
         raise DataSourceError(f"{path}, line {line}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
 
 
+def file_type(path: Path) -> str:
+    """The data extension of a file name, looking through a .gz ('train.jsonl.gz' -> '.jsonl')."""
+    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, decompressed when gzip, without a UTF-8 byte-order mark."""
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise DataSourceError(f"{path}: not a complete gzip file ({exc}); download it again") from None
+    return data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not content
+
+
 def _file_rows(path: Path) -> list[RawRow]:
     """Rows of a local file, by extension."""
     if path.is_dir():
         raise DataSourceError(f"{path} is a directory; pass a .jsonl, .json, .parquet or .csv file inside it")
     if not path.is_file():
         raise DataSourceError(f"preference data not found: {path}")
-    if path.suffix not in FILE_TYPES:
-        raise DataSourceError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_TYPES)}")
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
+    kind = file_type(path)
+    if kind not in FILE_TYPES:
+        raise DataSourceError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_TYPES)} "
+                              "(or the same gzip-compressed, e.g. .jsonl.gz)")
+    data = _read_bytes(path)
     if not data.strip():
         raise DataSourceError(f"{path} is empty: no rows to read")
-    if path.suffix == ".jsonl":
+    if kind == ".jsonl":
         return _jsonl_rows(path, data)
-    if path.suffix == ".json":
-        return _json_rows(path, _decode(path, data))
-    if path.suffix == ".csv":
+    if kind == ".json":
+        return _json_rows(path, data)
+    if kind == ".csv":
         return _csv_rows(path, _decode(path, data))
     import pandas as pd
 
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise DataSourceError(f"{path}: not a readable Parquet file ({exc})") from exc
     return _table_rows(str(path), frame.to_dict("records"))
@@ -134,11 +153,15 @@ def _csv_rows(path: Path, text: str) -> list[RawRow]:
     return rows
 
 
-def _json_rows(path: Path, text: str) -> list[RawRow]:
-    """A JSON file holding a list of objects (or {"data": [...]})."""
+def _json_rows(path: Path, data: bytes) -> list[RawRow]:
+    """A JSON file holding a list of objects (or {"data": [...]}); one object per line is read as JSON lines
+    (Stanford SHP publishes its JSON lines as .json files)."""
+    text = _decode(path, data)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            return _jsonl_rows(path, data)
         raise DataSourceError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}); "
                               "for one object per line use the .jsonl extension") from None
     if isinstance(value, dict) and isinstance(value.get("data"), list):
@@ -190,6 +213,6 @@ def read_rows(source: Any, split: str | None = None) -> tuple[str, list[RawRow]]
     if text == BUILTIN:
         return f"builtin ({builtin_path().name})", _file_rows(builtin_path())
     path = Path(text)
-    if path.exists() or path.suffix in FILE_TYPES or text.startswith((".", "/", "~")):
+    if path.exists() or file_type(path) in FILE_TYPES or text.startswith((".", "/", "~")):
         return str(path), _file_rows(path.expanduser())
     return text, _hub_rows(text, split)

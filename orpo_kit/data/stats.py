@@ -8,7 +8,9 @@ from typing import Any
 
 from .formats import PreferencePair, RowProblem
 from .tokenize import render_ids, tokenize_pair
-from .validate import DataReport, drop_eval_overlap, load_pairs, resolve_policy, split_train_eval
+from .validate import (
+    DEFAULT_MAX_BAD_FRACTION, DataReport, drop_eval_overlap, load_pairs, resolve_policy, split_train_eval,
+)
 
 
 @dataclass
@@ -109,19 +111,27 @@ class DataInspection:
         return d
 
 
-def inspect_data(
-    source: Any, *, tokenizer: Any = None, format: str = "auto", split: str | None = None,
-    policy: str | dict | None = "default", max_length: int = 512, max_prompt_length: int = 256,
-    min_completion_tokens: int = 8, eval_fraction: float = 0.1, seed: int = 42,
-) -> DataInspection:
-    """Read, validate, split and measure a source; the same report the CLI prints."""
-    pairs, report = load_pairs(source, format=format, split=split, policy=policy)
-    train, evals = split_train_eval(pairs, eval_fraction, seed)
-    evals = drop_eval_overlap(train, evals, report, policy)
+def skill_counts(pairs: list[PreferencePair]) -> dict[str, int]:
+    """Pairs per skill label (pairs without one are not counted)."""
     skills: dict[str, int] = {}
     for p in pairs:
         if p.skill:
             skills[p.skill] = skills.get(p.skill, 0) + 1
+    return skills
+
+
+def inspect_data(
+    source: Any, *, tokenizer: Any = None, format: str = "auto", split: str | None = None,
+    policy: str | dict | None = "default", max_length: int = 512, max_prompt_length: int = 256,
+    min_completion_tokens: int = 8, eval_fraction: float = 0.1, seed: int = 42, column_map: dict | None = None,
+    min_score_margin: float | None = None, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+) -> DataInspection:
+    """Read, validate, split and measure a source; the same report the CLI prints and training prints."""
+    pairs, report = load_pairs(source, format=format, split=split, policy=policy, column_map=column_map,
+                               min_score_margin=min_score_margin, max_bad_fraction=max_bad_fraction)
+    train, evals = split_train_eval(pairs, eval_fraction, seed)
+    evals = drop_eval_overlap(train, evals, report, policy)
+    skills = skill_counts(pairs)
     stats = None
     if tokenizer is not None:
         stats = length_stats(tokenizer, train + evals, max_length, max_prompt_length, min_completion_tokens,

@@ -5,52 +5,63 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 from .formats import FORMATS, PreferencePair, RowProblem, detect_format, normalize_row, resolve_column_map
-from .sources import DataSourceError, read_rows
+from .sources import DataSourceError, RawRow, read_rows
 
 PROBLEMS: dict[str, str] = {
     "bad_json": "line is not valid JSON",
     "encoding": "line is not valid UTF-8",
     "wrong_type": "row or field has the wrong type",
     "missing_field": "required field missing",
-    "empty_prompt": "empty prompt",
+    "empty_prompt": "empty prompt or prompt turn",
     "empty_completion": "empty completion",
     "identical": "chosen identical to rejected",
+    "tie": "raters found no preference (a tie)",
     "prompt_mismatch": "chosen and rejected answer different prompts",
     "bad_role": "message with an unknown role",
-    "bad_order": "messages in the wrong order",
+    "bad_order": "turns out of order (e.g. two of one role in a row)",
     "duplicate": "duplicate pair",
     "low_margin": "score margin below the minimum",
     "too_long": "cannot fit the length limits",
     "eval_overlap": "eval prompt also in the training split",
 }
-# Damage that suggests the wrong file or format stops the run; problems of single pairs drop them.
-DEFAULT_POLICY: dict[str, str] = {
-    **{k: "raise" for k in ("bad_json", "encoding", "wrong_type", "missing_field", "bad_role", "bad_order",
-                            "prompt_mismatch")},
-    **{k: "drop" for k in ("empty_prompt", "empty_completion", "identical", "duplicate", "low_margin", "too_long",
-                           "eval_overlap")},
-}
+# Damage: a row that is malformed. A few are normal in published data; many mean the wrong file or format.
+DAMAGE = ("bad_json", "encoding", "wrong_type", "missing_field", "empty_prompt", "empty_completion",
+          "prompt_mismatch", "bad_role", "bad_order")
+# Every row-level problem drops its row by default; the file as a whole is refused when it looks wrong
+# (see `check_damage`). "raise" stops at the first problem; "keep" keeps rows that still form a valid pair.
+DEFAULT_POLICY: dict[str, str] = {k: "drop" for k in PROBLEMS}
+KEEPABLE = ("tie", "duplicate")
+ACTIONS = ("raise", "drop", "keep")
+DEFAULT_MAX_BAD_FRACTION = 0.05  # the share of damaged rows above which a file is refused
+FIRST_ROWS = 10  # a file whose first rows are all damaged is refused: the wrong file or format
 EXAMPLES_PER_KIND = 3
 AFTER_LOAD = ("too_long", "eval_overlap")  # found after reading: at splitting and tokenizing
 
 
 def resolve_policy(policy: str | dict[str, str] | None) -> dict[str, str]:
-    """'default', 'raise', 'drop', or {kind: raise|drop} over the defaults."""
+    """'default', 'raise', 'drop', or {kind: raise|drop|keep} over the defaults."""
     if policy in (None, "default"):
         return dict(DEFAULT_POLICY)
     if policy in ("raise", "drop"):
-        return {k: policy for k in PROBLEMS}
+        return {k: str(policy) for k in PROBLEMS}
     if isinstance(policy, dict):
         unknown = set(policy) - set(PROBLEMS)
-        bad = {v for v in policy.values() if v not in ("raise", "drop")}
+        bad = {f"{k}: {v}" for k, v in policy.items() if v not in ACTIONS or (v == "keep" and k not in KEEPABLE)}
         if unknown or bad:
             raise ValueError(f"data_policy: unknown kinds {sorted(unknown)} or actions {sorted(bad)}; "
-                             f"kinds are {', '.join(PROBLEMS)}; actions raise or drop")
+                             f"kinds are {', '.join(PROBLEMS)}; actions raise or drop (keep for "
+                             f"{' and '.join(KEEPABLE)})")
         return {**DEFAULT_POLICY, **policy}
     raise ValueError(f"data_policy must be 'default', 'raise', 'drop' or a dict, got {policy!r}")
+
+
+def guards_whole_file(policy: str | dict[str, str] | None) -> bool:
+    """Whether the whole-file checks apply: under every policy except an explicit 'drop' (keep what is good)."""
+    return policy != "drop"
 
 
 @dataclass
@@ -63,17 +74,32 @@ class DataReport:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    kept_anyway: Counter = field(default_factory=Counter)
+    first_problem: str | None = None  # the first malformed row's message
+    policy: str = "default"
 
-    def record(self, problem: RowProblem, policy: dict[str, str]) -> None:
-        """Raise or count one problem, by policy."""
-        if policy.get(problem.kind, "raise") == "raise":
+    def record(self, problem: RowProblem, policy: dict[str, str]) -> bool:
+        """Raise or count one problem, by policy; True when the row is kept all the same ("keep")."""
+        action = policy.get(problem.kind, "raise")
+        if action == "raise":
             raise problem
+        if action == "keep":
+            self.kept_anyway[problem.kind] += 1
+            return True
         self.dropped[problem.kind] += 1
+        if problem.kind in DAMAGE:
+            self.first_problem = self.first_problem or str(problem)
         if problem.kind in AFTER_LOAD and self.kept > 0:
             self.kept -= 1  # these pairs were counted as kept when the source was read
         self.examples.setdefault(problem.kind, [])
         if len(self.examples[problem.kind]) < EXAMPLES_PER_KIND:
             self.examples[problem.kind].append(str(problem))
+        return False
+
+    @property
+    def damaged(self) -> int:
+        """Rows dropped as malformed (not filtered: ties, duplicates, margins, lengths)."""
+        return sum(n for kind, n in self.dropped.items() if kind in DAMAGE)
 
     def lines(self) -> list[str]:
         """Human-readable lines for the CLI and notebooks."""
@@ -81,57 +107,114 @@ class DataReport:
                f"rows read: {self.rows_read}, pairs kept: {self.kept}, dropped: {sum(self.dropped.values())}"]
         for kind, n in sorted(self.dropped.items()):
             out.append(f"  dropped {n} x {kind} ({PROBLEMS[kind]}), e.g. {self.examples[kind][0]}")
+        for kind, n in sorted(self.kept_anyway.items()):
+            out.append(f"  kept {n} x {kind} ({PROBLEMS[kind]}): data_policy keeps them")
+        out.append(f"policy: {self.policy}")
         return out
 
 
-def _check_margin(pair: PreferencePair, min_margin: float | None) -> None:
-    """Optional filter: keep pairs whose score_chosen - score_rejected reaches the minimum."""
-    if min_margin is None or pair.score_chosen is None or pair.score_rejected is None:
-        return
-    if pair.score_chosen - pair.score_rejected < min_margin:
-        raise RowProblem("low_margin", f"{pair.origin}: score margin {pair.score_chosen - pair.score_rejected:g} "
+def _filter_problems(
+    pair: PreferencePair, values: dict[str, Any], min_margin: float | None, seen: set[tuple[str, str, str]],
+) -> Iterator[RowProblem]:
+    """Problems of a well-formed pair that may still make it useless: a tie, a small margin, a repeat."""
+    if values.get("status") == "tie" or (pair.score_chosen is not None and pair.score_chosen == pair.score_rejected):
+        what = "status 'tie'" if values.get("status") == "tie" else f"both scored {pair.score_chosen:g}"
+        yield RowProblem("tie", f"{pair.origin}: the raters found no preference ({what}), so the pair teaches nothing")
+    if min_margin is not None and pair.score_chosen is not None and pair.score_rejected is not None \
+            and pair.score_chosen - pair.score_rejected < min_margin:
+        yield RowProblem("low_margin", f"{pair.origin}: score margin {pair.score_chosen - pair.score_rejected:g} "
                                        f"< {min_margin:g}")
+    key = (pair.prompt, pair.chosen, pair.rejected)
+    if key in seen:
+        yield RowProblem("duplicate", f"{pair.origin}: the same prompt, chosen and rejected occur earlier")
+    seen.add(key)
+
+
+def describe_policy(policy: str | dict[str, str] | None, max_bad_fraction: float) -> str:
+    """One line for the report: what happens to bad rows, and when the whole file is refused."""
+    if policy == "raise":
+        return "raise (the first problem stops the run)"
+    if policy == "drop":
+        return "drop (every problem drops its row; the file is refused only when no pair is left)"
+    changed = "" if policy in (None, "default") else f" with {policy}"
+    return (f"default{changed} (a problem drops its row and is counted; the file is refused when its first "
+            f"{FIRST_ROWS} rows are all malformed or more than {max_bad_fraction:.0%} of its rows are)")
+
+
+def check_damage(report: DataReport, first_rows_damaged: bool, max_bad_fraction: float) -> None:
+    """Refuse a source that looks wrong as a whole, naming the first problem and the counts by kind."""
+    share = report.damaged / max(1, report.rows_read)
+    if first_rows_damaged:
+        why = f"its first {min(FIRST_ROWS, report.rows_read)} rows are all malformed"
+    elif share > max_bad_fraction:
+        why = (f"{report.damaged} of {report.rows_read} rows ({share:.1%}) are malformed, more than "
+               f"max_bad_row_fraction={max_bad_fraction:g}")
+    else:
+        return
+    kinds = ", ".join(f"{kind} {n}" for kind, n in report.dropped.most_common() if kind in DAMAGE)
+    raise DataSourceError(f"{report.source}: refused: {why}, so this looks like the wrong file or format "
+                          f"({report.format}) rather than a few quirky rows. First problem: {report.first_problem}. "
+                          f"By kind: {kinds}. To train on the good rows anyway use data_policy=drop "
+                          "(or raise max_bad_row_fraction).")
 
 
 def load_pairs(
     source: Any, *, format: str = "auto", column_map: dict[str, str] | None = None,
     policy: str | dict[str, str] | None = "default", split: str | None = None, min_score_margin: float | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
 ) -> tuple[list[PreferencePair], DataReport]:
-    """Read, detect the format, normalize and validate: the pairs kept and the report."""
+    """Read, detect the format, normalize and validate: the pairs kept and the report.
+
+    Row problems are raised, dropped or kept by `policy`; unless the policy is "drop", a source whose first
+    rows are all malformed, or with more than `max_bad_fraction` malformed rows, is refused as a whole.
+    """
     pol = resolve_policy(policy)
     label, rows = read_rows(source, split=split)
-    report = DataReport(source=label, rows_read=len(rows))
+    report = DataReport(source=label, rows_read=len(rows), policy=describe_policy(policy, max_bad_fraction))
     good = [r for r in rows if r.values is not None]
     if not good:
-        raise RowProblem(*rows[0].problem) if rows else DataSourceError(f"{label}: no rows")
-    columns = {k for r in good[:50] for k in r.values}
-    try:
-        if format == "auto":
-            format = "mapped" if column_map else detect_format(columns, good[0].values)
-        elif format not in FORMATS:
-            raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)} or auto")
-        cmap = resolve_column_map(columns, column_map) if format == "mapped" else None
-    except ValueError as exc:
-        raise DataSourceError(f"{label}: {exc}") from None
-    report.format = format
-    pairs, seen = [], set()
-    for row in rows:
+        if not rows:
+            raise DataSourceError(f"{label}: no rows")
+        raise DataSourceError(f"{label}: none of its {len(rows)} rows is a record of named fields; "
+                              f"the first: {rows[0].problem[1] if rows[0].problem else '?'}")
+    report.format, cmap = _resolve_format(label, good, format, column_map)
+    pairs: list[PreferencePair] = []
+    seen: set[tuple[str, str, str]] = set()
+    first_rows_damaged = True
+    for index, row in enumerate(rows):
+        damaged_before = report.damaged
         try:
             if row.problem is not None:
                 raise RowProblem(*row.problem)
-            pair = normalize_row(row.values, format, row.where, cmap)
-            _check_margin(pair, min_score_margin)
-            key = (pair.prompt, pair.chosen, pair.rejected)
-            if key in seen:
-                raise RowProblem("duplicate", f"{row.where}: the same prompt, chosen and rejected occur earlier")
-            seen.add(key)
-            pairs.append(pair)
+            pair = normalize_row(row.values or {}, report.format, row.where, cmap)
+            if all(report.record(problem, pol) for problem in _filter_problems(pair, row.values or {},
+                                                                                min_score_margin, seen)):
+                pairs.append(pair)
         except RowProblem as problem:
             report.record(problem, pol)
+        if index < FIRST_ROWS and report.damaged == damaged_before:
+            first_rows_damaged = False
     report.kept = len(pairs)
+    if guards_whole_file(policy):
+        check_damage(report, first_rows_damaged, max_bad_fraction)
     if not pairs:
-        raise DataSourceError(f"{label}: no usable pairs after validation: " + "; ".join(report.lines()[2:]))
+        raise DataSourceError(f"{label}: no usable pairs after validation: " + "; ".join(report.lines()[2:-1]))
     return pairs, report
+
+
+def _resolve_format(
+    label: str, good: list[RawRow], format: str, column_map: dict[str, str] | None,
+) -> tuple[str, dict[str, str] | None]:
+    """The format (detected from the first rows unless given) and, for mapped data, the column map."""
+    columns = {k for r in good[:50] for k in (r.values or {})}
+    try:
+        if format == "auto":
+            format = "mapped" if column_map else detect_format(columns, good[0].values or {})
+        elif format not in FORMATS:
+            raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)} or auto")
+        return format, (resolve_column_map(columns, column_map) if format == "mapped" else None)
+    except ValueError as exc:
+        raise DataSourceError(f"{label}: {exc}") from None
 
 
 def split_train_eval(
