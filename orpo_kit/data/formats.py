@@ -156,6 +156,8 @@ def _conversational(values: dict[str, Any], where: str) -> tuple[list[dict[str, 
         raise RowProblem("missing_field", f"{where}, field 'prompt': missing, and {short!r} holds only the answer")
     p_c, a_c = _final_turn(chosen, prompt, where, "chosen")
     p_r, a_r = _final_turn(rejected, prompt, where, "rejected")
+    check_dialogue_order(p_c, f"{where}, field 'chosen'")
+    check_dialogue_order(p_r, f"{where}, field 'rejected'")
     if _stripped(p_c) != _stripped(p_r):
         raise RowProblem("prompt_mismatch", f"{where}: 'chosen' and 'rejected' continue different dialogues")
     return p_c, a_c, a_r
