@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 
 from ..batching import collate_pairs
 from ..config import resolve_config
-from ..data import DataReport, LengthStats, PreferencePair, length_stats, tokenize_pair
+from ..data import DAMAGE, PROBLEMS, DataReport, LengthStats, PreferencePair, length_stats, tokenize_pair
 from ..models.load import load_tokenizer
 
 ROLES = ("prompt", "completion", "padding")
@@ -212,3 +212,25 @@ def truncation_text(counts: dict[str, int]) -> str:
     labels = {"whole": "kept whole", "prompt_cut": "prompt cut (left)", "completion_cut_only": "only completion cut",
               "dropped": "dropped (cannot fit)"}
     return "\n".join(f"{label:22s} {counts[key]:6d}  {counts[key] / n:6.1%}" for key, label in labels.items())
+
+
+def plot_dropped_by_kind(report: DataReport) -> Any:
+    """Horizontal bars: rows dropped per problem kind, malformed rows apart from well-formed pairs filtered out."""
+    from matplotlib.patches import Patch
+
+    kinds = sorted(report.dropped, key=lambda k: (k not in DAMAGE, -report.dropped[k]))
+    colors = {True: "#d55e00", False: "#0072b2"}  # Okabe-Ito: malformed / filtered
+    fig, ax = plt.subplots(figsize=(7, 1.8 + 0.55 * max(1, len(kinds))))
+    bars = ax.barh(kinds, [report.dropped[k] for k in kinds], color=[colors[k in DAMAGE] for k in kinds])
+    ax.bar_label(bars, padding=3)
+    ax.invert_yaxis()
+    dropped = sum(report.dropped.values())
+    ax.set_title(f"{dropped} of {report.rows_read} rows dropped ({dropped / max(1, report.rows_read):.1%})")
+    ax.set_xlabel("rows")
+    ax.margins(x=0.15)
+    ax.legend(handles=[Patch(color=colors[True], label="malformed (counts toward refusing the file)"),
+                       Patch(color=colors[False], label="well-formed, filtered out")],
+              loc="upper center", bbox_to_anchor=(0.5, -0.32 - 0.1 / max(1, len(kinds))), ncol=2, fontsize=8,
+              frameon=False)
+    fig.tight_layout()
+    return fig
