@@ -73,8 +73,9 @@ def lean_heap_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def lean_heap_active(env: Mapping[str, str] | None = None) -> bool:
     """Whether this process was started with both small-block caches off."""
-    tunables = dict(e.split("=", 1) for e in (os.environ if env is None else env).get("GLIBC_TUNABLES", "").split(":")
-                    if "=" in e)
+    tunables = dict(
+        e.split("=", 1) for e in (os.environ if env is None else env).get("GLIBC_TUNABLES", "").split(":") if "=" in e
+    )
     return all(tunables.get(k) == v for k, v in LEAN_HEAP_TUNABLES.items())
 
 

@@ -59,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,21 @@ IMPLS: dict[str, dict[str, Any] | None] = {
     "orpo_kit_no_chunk": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=False),
     "orpo_kit_plain": dict(nll_tokens="response", prefix_sharing=False, chunked_logps=False),
     # orpo_kit.allocator on (off by default): what returning freed memory to the OS buys, and costs
-    "orpo_kit_return_freed": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True,
-                                  cpu_return_freed_memory=True),
+    "orpo_kit_return_freed": dict(
+        nll_tokens="response", prefix_sharing=True, chunked_logps=True, cpu_return_freed_memory=True
+    ),
     # the lean heap's share (orpo_kit.allocator): orpo_kit without it, and TRL given it too
     "orpo_kit_glibc_heap": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True),
     "trl_lean_heap": None,
     "orpo_kit_unfused": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True, fused_swiglu=False),
     # GPU with flash-attn installed: no 4D masks, so packed rows instead of prefix sharing (added automatically)
-    "orpo_kit_flash_packed": dict(nll_tokens="response", prefix_sharing=True, chunked_logps=True, packing=True,
-                                  attn_implementation="flash_attention_2"),
+    "orpo_kit_flash_packed": dict(
+        nll_tokens="response",
+        prefix_sharing=True,
+        chunked_logps=True,
+        packing=True,
+        attn_implementation="flash_attention_2",
+    ),
 }
 # Worker environments beyond the common one. orpo_kit workers restart themselves with the lean heap, as
 # `orpo-kit train` does (orpo_kit.allocator.restart_with_lean_heap); TRL workers keep glibc's defaults.
@@ -110,17 +117,31 @@ IMPL_ENV = {  # impl -> its worker's environment, from the common one
     "trl_lean_heap": lambda env: {**lean_heap_env(env), LEAN_HEAP_SWITCH: "1"},  # started lean, as if restarted
 }
 VARIANTS = {  # (mix, adapter) -> the variant rows the full run adds there: each optimization's share
-    ("prompt_heavy", "lora"): ("orpo_kit_no_prefix", "orpo_kit_no_chunk", "orpo_kit_plain", "orpo_kit_return_freed",
-                               "orpo_kit_glibc_heap"),
-    ("uf_like", "lora"): ("orpo_kit_no_prefix", "orpo_kit_unfused", "orpo_kit_return_freed", "orpo_kit_glibc_heap",
-                          "trl_lean_heap"),
+    ("prompt_heavy", "lora"): (
+        "orpo_kit_no_prefix",
+        "orpo_kit_no_chunk",
+        "orpo_kit_plain",
+        "orpo_kit_return_freed",
+        "orpo_kit_glibc_heap",
+    ),
+    ("uf_like", "lora"): (
+        "orpo_kit_no_prefix",
+        "orpo_kit_unfused",
+        "orpo_kit_return_freed",
+        "orpo_kit_glibc_heap",
+        "trl_lean_heap",
+    ),
 }
 VARIANT_IMPLS = tuple(dict.fromkeys(v for names in VARIANTS.values() for v in names))
-TOKENS_DEFINITION = ("logical tokens: len(prompt + chosen) + len(prompt + rejected) per pair, specials "
-                     "included, padding excluded; the same count for every implementation")
-FLOPS_DEFINITION = ("FLOPs per logical token = 4 x flops_params (LoRA: forward + input gradients of the frozen "
-                    "base) or 6 x flops_params (full fine-tuning); flops_params = all parameters but the input "
-                    "embedding (lm_head included); attention score FLOPs and LoRA adapters not counted")
+TOKENS_DEFINITION = (
+    "logical tokens: len(prompt + chosen) + len(prompt + rejected) per pair, specials "
+    "included, padding excluded; the same count for every implementation"
+)
+FLOPS_DEFINITION = (
+    "FLOPs per logical token = 4 x flops_params (LoRA: forward + input gradients of the frozen "
+    "base) or 6 x flops_params (full fine-tuning); flops_params = all parameters but the input "
+    "embedding (lm_head included); attention score FLOPs and LoRA adapters not counted"
+)
 
 
 # ---- small helpers --------------------------------------------------------------------------------------
@@ -155,8 +176,9 @@ def peak_rss_gb() -> float:
     return kib * 1024 / 1e9
 
 
-def measure_matmul_rate(device: str = "cpu", dtype_name: str = "float32", n: int | None = None,
-                        seconds: float = 1.5) -> dict[str, float]:
+def measure_matmul_rate(
+    device: str = "cpu", dtype_name: str = "float32", n: int | None = None, seconds: float = 1.5
+) -> dict[str, float]:
     """This machine's matmul rate (GFLOP/s) for n x n matrices: best and median over `seconds` of repeats."""
     import torch
 
@@ -172,9 +194,15 @@ def measure_matmul_rate(device: str = "cpu", dtype_name: str = "float32", n: int
         t0 = time.perf_counter()
         a @ b
         sync()
-        rates.append(2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
-    return {"n": n, "dtype": dtype_name, "device": device, "gflops_best": max(rates),
-            "gflops_median": statistics.median(rates), "repeats": len(rates)}
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return {
+        "n": n,
+        "dtype": dtype_name,
+        "device": device,
+        "gflops_best": max(rates),
+        "gflops_median": statistics.median(rates),
+        "repeats": len(rates),
+    }
 
 
 def busy_warning(device: str) -> str | None:
@@ -195,13 +223,16 @@ def busy_warning(device: str) -> str | None:
         what = "cores busy over 1 s"
     if busy <= 0.25 * cores:
         return None
-    return (f"this machine is busy ({what} {busy:.1f} of {cores}): CPU timings will be slow and noisy, "
-            "and threads waiting on each other can make small operations far slower; run on an idle machine "
-            "for numbers to quote (memory and step-0 losses are still valid)")
+    return (
+        f"this machine is busy ({what} {busy:.1f} of {cores}): CPU timings will be slow and noisy, "
+        "and threads waiting on each other can make small operations far slower; run on an idle machine "
+        "for numbers to quote (memory and step-0 losses are still valid)"
+    )
 
 
 def _busy_cores(seconds: float) -> float | None:
     """How many cores other processes kept busy while this one slept `seconds` (Linux /proc/stat), else None."""
+
     def sample() -> tuple[int, int]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
@@ -238,18 +269,29 @@ def machine_info(threads: int, device: str) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": threads, "device": device,
-        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "python": platform.python_version(),
-        "platform": platform.platform(), "versions": versions,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
 
 # ---- the plan -------------------------------------------------------------------------------------------
-def build_plan(mode: str, device: str, mixes: list[str] | None = None, adapters: list[str] | None = None,
-               impls: list[str] | None = None, repeats: int | None = None, variants: bool | None = None,
-               ) -> list[dict[str, Any]]:
+def build_plan(
+    mode: str,
+    device: str,
+    mixes: list[str] | None = None,
+    adapters: list[str] | None = None,
+    impls: list[str] | None = None,
+    repeats: int | None = None,
+    variants: bool | None = None,
+) -> list[dict[str, Any]]:
     """Runs in execution order: for each repeat, for each workload, the implementations in turn."""
     preset = QUICK if mode == "quick" else FULL
     mixes = list(mixes or (GPU_MIXES if device == "cuda" else CPU_MIXES))
@@ -283,10 +325,12 @@ def _expected_rows(pairs) -> list[tuple[list[int], list[int], list[int]]]:
 def _assert_same_ids(got: list[tuple[list[int], list[int], list[int]]], pairs, who: str) -> None:
     """Fail the run when a trainer tokenized the texts into other ids than the workload's."""
     want = _expected_rows(pairs)
-    for i, (g, w) in enumerate(zip(got, want)):
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
         if [list(x) for x in g] != [list(x) for x in w]:
-            raise RuntimeError(f"{who} tokenized pair {i} differently from the workload's ids: the comparison "
-                               "would be unfair; check the benchmark tokenizer and the trainer's tokenization")
+            raise RuntimeError(
+                f"{who} tokenized pair {i} differently from the workload's ids: the comparison "
+                "would be unfair; check the benchmark tokenizer and the trainer's tokenization"
+            )
     if len(got) != len(want):
         raise RuntimeError(f"{who} kept {len(got)} of {len(want)} pairs")
 
@@ -303,21 +347,45 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
     options = {"attn_implementation": "sdpa", **IMPLS[spec["impl"]]}
     gpu = spec["device"] == "cuda"
     cfg = ORPOConfig(
-        model_name_or_path=spec["model_dir"], tokenizer_name_or_path=spec["model_dir"],
-        use_lora=spec["adapter"] == "lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-        lora_target_modules=LORA["target_modules"], gradient_checkpointing=False,
-        load_in_4bit=gpu, bnb_4bit_compute_dtype="bfloat16",
-        max_length=MAX_LENGTH, max_prompt_length=MAX_LENGTH - 1, orpo_lambda=ORPO_LAMBDA,
-        learning_rate=LEARNING_RATE, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        max_grad_norm=1.0, lr_scheduler_type="linear", warmup_steps=0, warmup_ratio=0.0,
-        per_device_train_batch_size=BATCH_PAIRS, gradient_accumulation_steps=1, max_steps=spec["total_steps"],
-        eval_steps=10**6, save_steps=10**6, logging_steps=10**6, output_dir=spec["run_dir"], seed=SEED,
-        device=spec["device"], mixed_precision="bf16" if gpu else "no", **options,
+        model_name_or_path=spec["model_dir"],
+        tokenizer_name_or_path=spec["model_dir"],
+        use_lora=spec["adapter"] == "lora",
+        lora_r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        lora_target_modules=LORA["target_modules"],
+        gradient_checkpointing=False,
+        load_in_4bit=gpu,
+        bnb_4bit_compute_dtype="bfloat16",
+        max_length=MAX_LENGTH,
+        max_prompt_length=MAX_LENGTH - 1,
+        orpo_lambda=ORPO_LAMBDA,
+        learning_rate=LEARNING_RATE,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        warmup_ratio=0.0,
+        per_device_train_batch_size=BATCH_PAIRS,
+        gradient_accumulation_steps=1,
+        max_steps=spec["total_steps"],
+        eval_steps=10**6,
+        save_steps=10**6,
+        logging_steps=10**6,
+        output_dir=spec["run_dir"],
+        seed=SEED,
+        device=spec["device"],
+        mixed_precision="bf16" if gpu else "no",
+        **options,
     )
     tokenizer = load_tokenizer(cfg)
     marks["rss_before_model_gb"] = rss_gb()
-    trainer = Trainer(cfg, tokenizer=tokenizer, train_pairs=preference_pairs(pairs),
-                      eval_pairs=preference_pairs(pairs[:1]))  # never evaluated; the Trainer wants eval data
+    trainer = Trainer(
+        cfg, tokenizer=tokenizer, train_pairs=preference_pairs(pairs), eval_pairs=preference_pairs(pairs[:1])
+    )  # never evaluated; the Trainer wants eval data
     _assert_same_ids([(t.prompt_ids, t.chosen_ids, t.rejected_ids) for t in trainer.train_data], pairs, "orpo_kit")
     # Batch i = pairs B*i .. B*i+B-1, in order, as TRL's sequential sampler gives them.
     trainer.micro_batches = lambda step: [list(range(step * BATCH_PAIRS, (step + 1) * BATCH_PAIRS))]
@@ -329,8 +397,12 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
             torch.cuda.synchronize()
         ends.append(time.perf_counter())
         losses.append(float(record["loss"]))
-    return {"step_ends": ends, "losses": losses, "trainable_params": _trainable(trainer.model),
-            **_model_checks(trainer.model)}
+    return {
+        "step_ends": ends,
+        "losses": losses,
+        "trainable_params": _trainable(trainer.model),
+        **_model_checks(trainer.model),
+    }
 
 
 def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, Any]:
@@ -348,11 +420,12 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, 
     class RecordingORPOTrainer(ORPOTrainer):
         """TRL's trainer unchanged, except that it keeps each step's loss."""
 
-        losses: list[float] = []
+        losses: typing.ClassVar[list[float]] = []
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
+            out = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
             self.losses.append(float((out[0] if return_outputs else out).detach()))
             return out
 
@@ -373,35 +446,78 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, 
     if gpu:
         from transformers import BitsAndBytesConfig
 
-        load = dict(dtype=torch.bfloat16, attn_implementation="sdpa", device_map={"": 0},
-                    quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_use_double_quant=True,
-                                                           bnb_4bit_compute_dtype=torch.bfloat16))
+        load = dict(
+            dtype=torch.bfloat16,
+            attn_implementation="sdpa",
+            device_map={"": 0},
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            ),
+        )
     model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **load)
     model.config.use_cache = False
     peft_config = None
     if spec["adapter"] == "lora":
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                                 target_modules=LORA["target_modules"], task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["target_modules"],
+            task_type="CAUSAL_LM",
+        )
     import dataclasses
 
     # transformers 5 renamed gradient_checkpointing (TRL's default: True) to activation_checkpointing
-    no_checkpointing = {name: False for name in ("gradient_checkpointing", "activation_checkpointing")
-                        if name in {f.name for f in dataclasses.fields(ORPOConfig)}}
+    no_checkpointing = {
+        name: False
+        for name in ("gradient_checkpointing", "activation_checkpointing")
+        if name in {f.name for f in dataclasses.fields(ORPOConfig)}
+    }
     args = ORPOConfig(
-        output_dir=spec["run_dir"], beta=ORPO_LAMBDA, max_length=MAX_LENGTH, bf16=gpu, fp16=False,
-        **no_checkpointing, use_cpu=not gpu, report_to="none", save_strategy="no", eval_strategy="no",
-        per_device_train_batch_size=BATCH_PAIRS, gradient_accumulation_steps=1, max_steps=spec["total_steps"],
-        logging_steps=10**6, learning_rate=LEARNING_RATE, lr_scheduler_type="linear", warmup_steps=0,
-        weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, max_grad_norm=1.0,
-        optim="adamw_torch", seed=SEED, disable_tqdm=True, dataloader_drop_last=False, dataloader_num_workers=0,
-        train_sampling_strategy="sequential", remove_unused_columns=False,
+        output_dir=spec["run_dir"],
+        beta=ORPO_LAMBDA,
+        max_length=MAX_LENGTH,
+        bf16=gpu,
+        fp16=False,
+        **no_checkpointing,
+        use_cpu=not gpu,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        per_device_train_batch_size=BATCH_PAIRS,
+        gradient_accumulation_steps=1,
+        max_steps=spec["total_steps"],
+        logging_steps=10**6,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        seed=SEED,
+        disable_tqdm=True,
+        dataloader_drop_last=False,
+        dataloader_num_workers=0,
+        train_sampling_strategy="sequential",
+        remove_unused_columns=False,
     )
     clock = StepClock()
-    trainer = RecordingORPOTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(trl_rows(pairs)),
-                                   processing_class=tokenizer, peft_config=peft_config, callbacks=[clock])
+    trainer = RecordingORPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(trl_rows(pairs)),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[clock],
+    )
     trainer.losses = []
     got = []
     for row in trainer.train_dataset:
@@ -414,8 +530,12 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, 
     trainer.train()
     if len(clock.ends) != spec["total_steps"]:
         raise RuntimeError(f"TRL took {len(clock.ends)} steps, expected {spec['total_steps']}")
-    return {"step_ends": clock.ends, "losses": list(trainer.losses), "trainable_params": _trainable(trainer.model),
-            **_model_checks(trainer.model)}
+    return {
+        "step_ends": clock.ends,
+        "losses": list(trainer.losses),
+        "trainable_params": _trainable(trainer.model),
+        **_model_checks(trainer.model),
+    }
 
 
 def _trainable(model: Any) -> int:
@@ -449,9 +569,9 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     out = runner(spec, pairs, marks)
     warmup, ends = spec["warmup"], out["step_ends"]
     starts = [marks["setup_done"]] + ends[:-1]
-    step_times = [e - s for s, e in zip(starts, ends)]
+    step_times = [e - s for s, e in zip(starts, ends, strict=True)]
     timed = step_times[warmup:]
-    timed_pairs = pairs[warmup * BATCH_PAIRS:]
+    timed_pairs = pairs[warmup * BATCH_PAIRS :]
     timed_s = sum(timed)
     tokens = sum(p.logical_tokens for p in timed_pairs)
     if spec["device"] == "cuda":
@@ -460,15 +580,28 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         peak = peak_rss_gb()
     before = marks.get("rss_before_model_gb")
     return {
-        "impl": spec["impl"], "mix": spec["mix"], "adapter": spec["adapter"], "repeat": spec["repeat"],
-        "device": spec["device"], "threads": torch.get_num_threads(),
-        "pairs_per_s": len(timed_pairs) / timed_s, "tokens_per_s": tokens / timed_s,
-        "timed_pairs": len(timed_pairs), "timed_tokens": tokens, "timed_s": timed_s,
-        "step_times_s": timed, "warmup_times_s": step_times[:warmup],
-        "peak_mem_gb": peak, "peak_rss_gb": peak_rss_gb(), "rss_before_model_gb": before,
+        "impl": spec["impl"],
+        "mix": spec["mix"],
+        "adapter": spec["adapter"],
+        "repeat": spec["repeat"],
+        "device": spec["device"],
+        "threads": torch.get_num_threads(),
+        "pairs_per_s": len(timed_pairs) / timed_s,
+        "tokens_per_s": tokens / timed_s,
+        "timed_pairs": len(timed_pairs),
+        "timed_tokens": tokens,
+        "timed_s": timed_s,
+        "step_times_s": timed,
+        "warmup_times_s": step_times[:warmup],
+        "peak_mem_gb": peak,
+        "peak_rss_gb": peak_rss_gb(),
+        "rss_before_model_gb": before,
         "peak_growth_gb": (peak_rss_gb() - before) if before is not None else None,
-        "loss_step0": out["losses"][0], "losses": out["losses"], "trainable_params": out["trainable_params"],
-        "token_ids_verified": True, "setup_s": marks["setup_done"] - t_start,
+        "loss_step0": out["losses"][0],
+        "losses": out["losses"],
+        "trainable_params": out["trainable_params"],
+        "token_ids_verified": True,
+        "setup_s": marks["setup_done"] - t_start,
         **{k: out[k] for k in ("activation_checkpointing", "max_dropout", "trainable_dtypes")},
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "lean_heap": lean_heap_active(),
@@ -481,15 +614,28 @@ def _launch(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
     spec_path = Path(spec["run_dir"]) / "spec.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
-           "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(spec["threads"]),
+        "MKL_NUM_THREADS": str(spec["threads"]),
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "TQDM_DISABLE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
     env = IMPL_ENV.get(spec["impl"], dict)(env)
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         try:
-            proc = subprocess.run([sys.executable, "-m", "orpo_kit.bench", "--worker", str(spec_path)], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, timeout=WORKER_TIMEOUT_S)
+            proc = subprocess.run(
+                [sys.executable, "-m", "orpo_kit.bench", "--worker", str(spec_path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=WORKER_TIMEOUT_S,
+            )
             rc = proc.returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
@@ -498,8 +644,14 @@ def _launch(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
     if rc == 0 and result_path.is_file():
         return {**json.loads(result_path.read_text(encoding="utf-8")), "worker_wall_s": wall}
     tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-    return {"impl": spec["impl"], "mix": spec["mix"], "adapter": spec["adapter"], "repeat": spec["repeat"],
-            "error": f"worker exited with {rc}; log {log_path}:\n{tail}", "worker_wall_s": wall}
+    return {
+        "impl": spec["impl"],
+        "mix": spec["mix"],
+        "adapter": spec["adapter"],
+        "repeat": spec["repeat"],
+        "error": f"worker exited with {rc}; log {log_path}:\n{tail}",
+        "worker_wall_s": wall,
+    }
 
 
 def aggregate(runs: list[dict[str, Any]], flops_params: int, matmul_gflops: float) -> list[dict[str, Any]]:
@@ -526,10 +678,28 @@ def aggregate(runs: list[dict[str, Any]], flops_params: int, matmul_gflops: floa
             flops_per_token=flops_per_token,
         )
         rec["matmul_share"] = flops_per_token * rec["tokens_per_s"] / (matmul_gflops * 1e9)
-        rec["runs"] = [{k: r[k] for k in ("repeat", "pairs_per_s", "tokens_per_s", "peak_mem_gb", "peak_growth_gb",
-                                          "rss_before_model_gb", "step_times_s", "warmup_times_s", "loss_step0",
-                                          "setup_s", "worker_wall_s", "loadavg_1min", "lean_heap") if k in r}
-                       for r in ok]
+        rec["runs"] = [
+            {
+                k: r[k]
+                for k in (
+                    "repeat",
+                    "pairs_per_s",
+                    "tokens_per_s",
+                    "peak_mem_gb",
+                    "peak_growth_gb",
+                    "rss_before_model_gb",
+                    "step_times_s",
+                    "warmup_times_s",
+                    "loss_step0",
+                    "setup_s",
+                    "worker_wall_s",
+                    "loadavg_1min",
+                    "lean_heap",
+                )
+                if k in r
+            }
+            for r in ok
+        ]
         if len(ok) < len(rs):
             rec["error"] = next(r["error"] for r in rs if "error" in r)
         records.append(rec)
@@ -542,8 +712,10 @@ def aggregate(runs: list[dict[str, Any]], flops_params: int, matmul_gflops: floa
             growth, trl_growth = _median_growth(rec), _median_growth(trl)
             if growth is not None and trl_growth:
                 rec["mem_growth_ratio_vs_trl"] = growth / trl_growth  # without the import baseline
-            paired = _paired_speedups(groups.get((rec["impl"], rec["mix"], rec["adapter"]), []),
-                                      groups.get(("trl", rec["mix"], rec["adapter"]), []))
+            paired = _paired_speedups(
+                groups.get((rec["impl"], rec["mix"], rec["adapter"]), []),
+                groups.get(("trl", rec["mix"], rec["adapter"]), []),
+            )
             if paired:
                 rec["speedup_vs_trl_per_repeat"] = paired
     return records
@@ -558,8 +730,7 @@ def _median_growth(rec: dict[str, Any]) -> float | None:
 def _paired_speedups(runs: list[dict[str, Any]], trl_runs: list[dict[str, Any]]) -> list[float]:
     """pairs/s ratio to the TRL run of the same repeat (the A / B pairs taken close together in time)."""
     trl = {r["repeat"]: r for r in trl_runs if "error" not in r}
-    return [r["pairs_per_s"] / trl[r["repeat"]]["pairs_per_s"] for r in runs
-            if "error" not in r and r["repeat"] in trl]
+    return [r["pairs_per_s"] / trl[r["repeat"]]["pairs_per_s"] for r in runs if "error" not in r and r["repeat"] in trl]
 
 
 def loss_agreement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -572,14 +743,23 @@ def loss_agreement(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         rel = abs(compat["loss_step0"] - trl["loss_step0"]) / abs(trl["loss_step0"])
         default = by_key.get(("orpo_kit", mix, adapter))
-        out.append({"mix": mix, "adapter": adapter, "trl": trl["loss_step0"],
-                    "orpo_kit_trl_compat": compat["loss_step0"], "rel_diff": rel, "passed": rel <= LOSS_RTOL,
-                    "orpo_kit_paper_nll": default["loss_step0"] if default else None})
+        out.append(
+            {
+                "mix": mix,
+                "adapter": adapter,
+                "trl": trl["loss_step0"],
+                "orpo_kit_trl_compat": compat["loss_step0"],
+                "rel_diff": rel,
+                "passed": rel <= LOSS_RTOL,
+                "orpo_kit_paper_nll": default["loss_step0"] if default else None,
+            }
+        )
     return out
 
 
-def acceptance(records: list[dict[str, Any]], wall_s: float, mode: str,
-               agreement: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def acceptance(
+    records: list[dict[str, Any]], wall_s: float, mode: str, agreement: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The issue's targets, checked on this run's numbers."""
     by_key = {(r["impl"], r["mix"], r["adapter"]): r for r in records}
     checks = []
@@ -587,50 +767,105 @@ def acceptance(records: list[dict[str, Any]], wall_s: float, mode: str,
         rec = by_key.get(("orpo_kit", mix, adapter))
         if rec is None or "speedup_vs_trl" not in rec:
             continue
-        checks.append({"check": "speed-up vs TRL (pairs/s)", "mix": mix, "adapter": adapter,
-                       "value": rec["speedup_vs_trl"], "target": f">= {min_speedup}",
-                       "passed": rec["speedup_vs_trl"] >= min_speedup})
-        checks.append({"check": "peak memory vs TRL", "mix": mix, "adapter": adapter,
-                       "value": rec["mem_ratio_vs_trl"], "target": f"<= {max_mem}",
-                       "passed": rec["mem_ratio_vs_trl"] <= max_mem})
+        checks.append(
+            {
+                "check": "speed-up vs TRL (pairs/s)",
+                "mix": mix,
+                "adapter": adapter,
+                "value": rec["speedup_vs_trl"],
+                "target": f">= {min_speedup}",
+                "passed": rec["speedup_vs_trl"] >= min_speedup,
+            }
+        )
+        checks.append(
+            {
+                "check": "peak memory vs TRL",
+                "mix": mix,
+                "adapter": adapter,
+                "value": rec["mem_ratio_vs_trl"],
+                "target": f"<= {max_mem}",
+                "passed": rec["mem_ratio_vs_trl"] <= max_mem,
+            }
+        )
     for a in agreement:
-        checks.append({"check": "step-0 loss, orpo_kit_trl_compat vs TRL (relative)", "mix": a["mix"],
-                       "adapter": a["adapter"], "value": a["rel_diff"], "target": f"<= {LOSS_RTOL}",
-                       "passed": a["passed"]})
+        checks.append(
+            {
+                "check": "step-0 loss, orpo_kit_trl_compat vs TRL (relative)",
+                "mix": a["mix"],
+                "adapter": a["adapter"],
+                "value": a["rel_diff"],
+                "target": f"<= {LOSS_RTOL}",
+                "passed": a["passed"],
+            }
+        )
     if mode in WALL_LIMITS_S:
-        checks.append({"check": f"wall time of the {mode} benchmark (s)", "mix": None, "adapter": None,
-                       "value": wall_s, "target": f"< {WALL_LIMITS_S[mode]}", "passed": wall_s < WALL_LIMITS_S[mode]})
+        checks.append(
+            {
+                "check": f"wall time of the {mode} benchmark (s)",
+                "mix": None,
+                "adapter": None,
+                "value": wall_s,
+                "target": f"< {WALL_LIMITS_S[mode]}",
+                "passed": wall_s < WALL_LIMITS_S[mode],
+            }
+        )
     return checks
 
 
 # ---- output ---------------------------------------------------------------------------------------------
 def format_table(result: dict[str, Any]) -> str:
     """The results as a fixed-width text table, then the loss agreement and the acceptance checks."""
-    head = ("impl", "mix", "adapter", "pairs/s", "tokens/s", "peak GB", "x TRL speed", "x TRL mem", "matmul %",
-            "loss step0")
+    head = (
+        "impl",
+        "mix",
+        "adapter",
+        "pairs/s",
+        "tokens/s",
+        "peak GB",
+        "x TRL speed",
+        "x TRL mem",
+        "matmul %",
+        "loss step0",
+    )
     rows = []
     for r in result["records"]:
         if "pairs_per_s" not in r:
             rows.append((r["impl"], r["mix"], r["adapter"], "failed", "", "", "", "", "", ""))
             continue
-        rows.append((r["impl"], r["mix"], r["adapter"], f"{r['pairs_per_s']:.3f}", f"{r['tokens_per_s']:.0f}",
-                     f"{r['peak_mem_gb']:.2f}", f"{r['speedup_vs_trl']:.2f}" if "speedup_vs_trl" in r else "",
-                     f"{r['mem_ratio_vs_trl']:.2f}" if "mem_ratio_vs_trl" in r else "",
-                     f"{100 * r['matmul_share']:.1f}", f"{r['loss_step0']:.6f}"))
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)  # noqa: E731
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+        rows.append(
+            (
+                r["impl"],
+                r["mix"],
+                r["adapter"],
+                f"{r['pairs_per_s']:.3f}",
+                f"{r['tokens_per_s']:.0f}",
+                f"{r['peak_mem_gb']:.2f}",
+                f"{r['speedup_vs_trl']:.2f}" if "speedup_vs_trl" in r else "",
+                f"{r['mem_ratio_vs_trl']:.2f}" if "mem_ratio_vs_trl" in r else "",
+                f"{100 * r['matmul_share']:.1f}",
+                f"{r['loss_step0']:.6f}",
+            )
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
+    line = lambda cells: "  ".join(
+        str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+    )
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
     mm = result["matmul"]
-    out.append(f"\nmatmul rate: {mm['gflops_best']:.1f} GFLOP/s ({mm['dtype']}, {mm['n']}x{mm['n']}, best of "
-               f"{mm['repeats']}; median {mm['gflops_median']:.1f})")
+    out.append(
+        f"\nmatmul rate: {mm['gflops_best']:.1f} GFLOP/s ({mm['dtype']}, {mm['n']}x{mm['n']}, best of "
+        f"{mm['repeats']}; median {mm['gflops_median']:.1f})"
+    )
     for a in result["loss_agreement"]:
-        out.append(f"step-0 loss {a['mix']}/{a['adapter']}: TRL {a['trl']:.7f}, orpo_kit_trl_compat "
-                   f"{a['orpo_kit_trl_compat']:.7f} (relative difference {a['rel_diff']:.1e})")
+        out.append(
+            f"step-0 loss {a['mix']}/{a['adapter']}: TRL {a['trl']:.7f}, orpo_kit_trl_compat "
+            f"{a['orpo_kit_trl_compat']:.7f} (relative difference {a['rel_diff']:.1e})"
+        )
     for c in result["acceptance"]:
         where = f" {c['mix']}/{c['adapter']}" if c["mix"] else ""
-        out.append(f"[{'PASS' if c['passed'] else 'FAIL'}] {c['check']}{where}: {c['value']:.4g} (target "
-                   f"{c['target']})")
+        out.append(
+            f"[{'PASS' if c['passed'] else 'FAIL'}] {c['check']}{where}: {c['value']:.4g} (target {c['target']})"
+        )
     if result.get("errors"):
         out.append(f"{len(result['errors'])} run(s) failed; see 'errors' in the JSON")
     return "\n".join(out)
@@ -647,24 +882,40 @@ def plot_results(result: dict[str, Any], path: Path) -> Path:
     workloads = list(dict.fromkeys((r["mix"], r["adapter"]) for r in records))
     colors = {impl: f"C{k % 10}" for k, impl in enumerate(dict.fromkeys(r["impl"] for r in records))}
     heights = [len([r for r in records if (r["mix"], r["adapter"]) == w]) for w in workloads]
-    fig, axes = plt.subplots(len(workloads), 2, figsize=(11, 1.2 + 0.32 * sum(heights) + 0.5 * len(workloads)),
-                             squeeze=False, gridspec_kw={"height_ratios": heights})
-    metrics = (("pairs_per_s", "speedup_vs_trl", "pairs / s (higher is better)"),
-               ("peak_mem_gb", "mem_ratio_vs_trl", "peak memory, GB (lower is better)"))
+    fig, axes = plt.subplots(
+        len(workloads),
+        2,
+        figsize=(11, 1.2 + 0.32 * sum(heights) + 0.5 * len(workloads)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": heights},
+    )
+    metrics = (
+        ("pairs_per_s", "speedup_vs_trl", "pairs / s (higher is better)"),
+        ("peak_mem_gb", "mem_ratio_vs_trl", "peak memory, GB (lower is better)"),
+    )
     for row, (mix, adapter) in enumerate(workloads):
         rs = [r for r in records if (r["mix"], r["adapter"]) == (mix, adapter)][::-1]  # first impl on top
         for col, (key, ratio_key, title) in enumerate(metrics):
             ax = axes[row][col]
             bars = ax.barh([r["impl"] for r in rs], [r[key] for r in rs], color=[colors[r["impl"]] for r in rs])
-            ax.bar_label(bars, [f" {r[key]:.2f}" + (f"  ({r[ratio_key]:.2f}x TRL)" if r["impl"] != "trl" and
-                                                     r.get(ratio_key) is not None else "") for r in rs], fontsize=7)
+            ax.bar_label(
+                bars,
+                [
+                    f" {r[key]:.2f}"
+                    + (f"  ({r[ratio_key]:.2f}x TRL)" if r["impl"] != "trl" and r.get(ratio_key) is not None else "")
+                    for r in rs
+                ],
+                fontsize=7,
+            )
             ax.set_title(f"{mix} / {adapter}: {title}", fontsize=9)
             ax.tick_params(axis="y", labelsize=7, labelleft=col == 0)
             ax.tick_params(axis="x", labelsize=7)
             ax.margins(x=0.35)
     m = result["machine"]
-    fig.suptitle(f"orpo_kit vs TRL ORPOTrainer ({result['mode']} run), {m['gpu'] or m['cpu']}, "
-                 f"{m['torch_threads']} threads", fontsize=10)
+    fig.suptitle(
+        f"orpo_kit vs TRL ORPOTrainer ({result['mode']} run), {m['gpu'] or m['cpu']}, {m['torch_threads']} threads",
+        fontsize=10,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -676,21 +927,35 @@ def plot_results(result: dict[str, Any], path: Path) -> Path:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of `orpo-kit bench` (also `python -m orpo_kit.bench`)."""
     p.add_argument("--quick", action="store_true", help="LoRA workloads only, one repeat, fewer steps (< 5 min)")
-    p.add_argument("--json", default=DEFAULT_JSON, metavar="PATH",
-                   help=f"results file (default {DEFAULT_JSON}); the table and chart go beside it")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="auto: the GPU workloads when CUDA is available, else the CPU ones")
+    p.add_argument(
+        "--json",
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help=f"results file (default {DEFAULT_JSON}); the table and chart go beside it",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: the GPU workloads when CUDA is available, else the CPU ones",
+    )
     p.add_argument("--threads", type=int, help="torch threads in every run (default: all cores)")
     p.add_argument("--repeats", type=int, help="A / B / A / B repeats (default: 2, quick 1)")
     p.add_argument("--steps", type=int, help="timed steps per run (default 2)")
     p.add_argument("--warmup", type=int, help="untimed steps before them (default 1; at least 1)")
-    p.add_argument("--mixes", nargs="+", help=f"workload mixes (default CPU {' '.join(CPU_MIXES)}; "
-                                              f"GPU {' '.join(GPU_MIXES)})")
+    p.add_argument(
+        "--mixes", nargs="+", help=f"workload mixes (default CPU {' '.join(CPU_MIXES)}; GPU {' '.join(GPU_MIXES)})"
+    )
     p.add_argument("--adapters", nargs="+", choices=["lora", "full"], help="default: lora full (quick: lora)")
-    p.add_argument("--impls", nargs="+", help=f"implementations (default {' '.join(MAIN_IMPLS)}; "
-                                              f"also {' '.join(VARIANT_IMPLS)})")
-    p.add_argument("--variants", action=argparse.BooleanOptionalAction, default=None,
-                   help="add the optimization-off rows on LoRA prompt_heavy (default: on in the full run)")
+    p.add_argument(
+        "--impls", nargs="+", help=f"implementations (default {' '.join(MAIN_IMPLS)}; also {' '.join(VARIANT_IMPLS)})"
+    )
+    p.add_argument(
+        "--variants",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the optimization-off rows on LoRA prompt_heavy (default: on in the full run)",
+    )
     p.add_argument("--workdir", help="keep the generated model, pairs and logs here (default: a temp dir)")
     p.add_argument("--no-plot", action="store_true", help="skip the bar chart")
     p.add_argument("--model-size", default=None, help=argparse.SUPPRESS)  # "tiny": tests
@@ -716,16 +981,30 @@ def run(args: argparse.Namespace) -> int:
     plan = build_plan(mode, device, args.mixes, args.adapters, args.impls, args.repeats, args.variants)
     if shape != "cpu" and shape != "mistral-7b":
         mode = f"{mode}-{shape}"  # a test run: no wall-time target
-    elif any(v is not None for v in (args.mixes, args.adapters, args.impls, args.repeats, args.steps, args.warmup,
-                                     args.variants, args.threads)):
+    elif any(
+        v is not None
+        for v in (
+            args.mixes,
+            args.adapters,
+            args.impls,
+            args.repeats,
+            args.steps,
+            args.warmup,
+            args.variants,
+            args.threads,
+        )
+    ):
         mode = f"{mode}-custom"  # not the issue's plan: no wall-time target
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     holder = tempfile.TemporaryDirectory(prefix="orpo_kit_bench_") if not args.workdir else None
     workdir = Path(args.workdir or holder.name)
     try:
-        print(f"orpo_kit bench ({mode}): {len(plan)} runs on {device}, {threads} threads, "
-              f"{warmup} warm-up + {steps} timed steps of {BATCH_PAIRS} pairs; workdir {workdir}", flush=True)
+        print(
+            f"orpo_kit bench ({mode}): {len(plan)} runs on {device}, {threads} threads, "
+            f"{warmup} warm-up + {steps} timed steps of {BATCH_PAIRS} pairs; workdir {workdir}",
+            flush=True,
+        )
         result = _run_all(plan, workdir, device, threads, warmup, steps, shape, mode)
     finally:
         if holder is not None:
@@ -742,8 +1021,9 @@ def run(args: argparse.Namespace) -> int:
     return 1 if result["errors"] else 0
 
 
-def _run_all(plan: list[dict[str, Any]], workdir: Path, device: str, threads: int, warmup: int, steps: int,
-             shape: str, mode: str) -> dict[str, Any]:
+def _run_all(
+    plan: list[dict[str, Any]], workdir: Path, device: str, threads: int, warmup: int, steps: int, shape: str, mode: str
+) -> dict[str, Any]:
     """Workloads, matmul rate, then every run of the plan in order; the raw result dict."""
     import torch
 
@@ -772,19 +1052,33 @@ def _run_all(plan: list[dict[str, Any]], workdir: Path, device: str, threads: in
     runs, started = [], time.perf_counter()
     for k, item in enumerate(plan, start=1):
         run_dir = workdir / "runs" / f"{k:02d}-{item['impl']}-{item['mix']}-{item['adapter']}-r{item['repeat']}"
-        spec = {**item, "device": device, "threads": threads, "warmup": warmup, "total_steps": total_steps,
-                "model_dir": str(model_dir), "pairs_path": str(pairs_paths[item["mix"]]), "run_dir": str(run_dir),
-                "result_path": str(run_dir / "result.json")}
-        print(f"[{k}/{len(plan)}] repeat {item['repeat'] + 1} {item['mix']:<12} {item['adapter']:<4} "
-              f"{item['impl']:<20} ...", end=" ", flush=True)
+        spec = {
+            **item,
+            "device": device,
+            "threads": threads,
+            "warmup": warmup,
+            "total_steps": total_steps,
+            "model_dir": str(model_dir),
+            "pairs_path": str(pairs_paths[item["mix"]]),
+            "run_dir": str(run_dir),
+            "result_path": str(run_dir / "result.json"),
+        }
+        print(
+            f"[{k}/{len(plan)}] repeat {item['repeat'] + 1} {item['mix']:<12} {item['adapter']:<4} "
+            f"{item['impl']:<20} ...",
+            end=" ",
+            flush=True,
+        )
         rec = _launch(spec, workdir / "runs" / f"{run_dir.name}.log")
         runs.append(rec)
         if "error" in rec:
             print(f"FAILED after {rec['worker_wall_s']:.0f} s\n{rec['error']}", flush=True)
         else:
-            print(f"{rec['pairs_per_s']:.3f} pairs/s, {rec['tokens_per_s']:.0f} tok/s, peak "
-                  f"{rec['peak_mem_gb']:.2f} GB, loss0 {rec['loss_step0']:.5f} ({rec['worker_wall_s']:.0f} s)",
-                  flush=True)
+            print(
+                f"{rec['pairs_per_s']:.3f} pairs/s, {rec['tokens_per_s']:.0f} tok/s, peak "
+                f"{rec['peak_mem_gb']:.2f} GB, loss0 {rec['loss_step0']:.5f} ({rec['worker_wall_s']:.0f} s)",
+                flush=True,
+            )
         if k < len(plan):
             left = (time.perf_counter() - started) / k * (len(plan) - k)
             print(f"    about {left / 60:.1f} min left", flush=True)
@@ -793,23 +1087,47 @@ def _run_all(plan: list[dict[str, Any]], workdir: Path, device: str, threads: in
     machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     machine["busy_warning"] = busy
     return {
-        "schema": "orpo_kit.bench/1", "mode": mode, "machine": machine, "matmul": matmul,
+        "schema": "orpo_kit.bench/1",
+        "mode": mode,
+        "machine": machine,
+        "matmul": matmul,
         "settings": {
-            "batch_pairs": BATCH_PAIRS, "learning_rate": LEARNING_RATE, "orpo_lambda": ORPO_LAMBDA, "lora": LORA,
-            "warmup_steps": warmup, "timed_steps": steps, "repeats": 1 + max(r["repeat"] for r in plan),
-            "threads": threads, "dtype": "float32" if device == "cpu" else "4-bit NF4 weights, bfloat16 compute",
-            "model": {"shape": shape, **{k: getattr(config, k) for k in (
-                "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "vocab_size")}, **params},
-            "mixes": {m: vars(MIXES[m]) for m in pairs_paths}, "order": [
-                f"{r['repeat']}:{r['mix']}/{r['adapter']}/{r['impl']}" for r in plan],
+            "batch_pairs": BATCH_PAIRS,
+            "learning_rate": LEARNING_RATE,
+            "orpo_lambda": ORPO_LAMBDA,
+            "lora": LORA,
+            "warmup_steps": warmup,
+            "timed_steps": steps,
+            "repeats": 1 + max(r["repeat"] for r in plan),
+            "threads": threads,
+            "dtype": "float32" if device == "cpu" else "4-bit NF4 weights, bfloat16 compute",
+            "model": {
+                "shape": shape,
+                **{
+                    k: getattr(config, k)
+                    for k in (
+                        "hidden_size",
+                        "intermediate_size",
+                        "num_hidden_layers",
+                        "num_attention_heads",
+                        "num_key_value_heads",
+                        "vocab_size",
+                    )
+                },
+                **params,
+            },
+            "mixes": {m: vars(MIXES[m]) for m in pairs_paths},
+            "order": [f"{r['repeat']}:{r['mix']}/{r['adapter']}/{r['impl']}" for r in plan],
             "impls": {i: IMPLS[i] for i in dict.fromkeys(r["impl"] for r in plan)},
-            "tokens_definition": TOKENS_DEFINITION, "flops_definition": FLOPS_DEFINITION,
-            "peak_memory_definition": ("CPU: peak RSS of the worker process (VmHWM); GPU: "
-                                       "torch.cuda.max_memory_allocated; GB = 1e9 bytes"),
+            "tokens_definition": TOKENS_DEFINITION,
+            "flops_definition": FLOPS_DEFINITION,
+            "peak_memory_definition": (
+                "CPU: peak RSS of the worker process (VmHWM); GPU: torch.cuda.max_memory_allocated; GB = 1e9 bytes"
+            ),
             "step_time_definition": "interval between the ends of consecutive optimizer steps; warm-up excluded",
         },
-        "records": records, "loss_agreement": loss_agreement(records),
+        "records": records,
+        "loss_agreement": loss_agreement(records),
         "errors": [r["error"] for r in runs if "error" in r],
         "trainable_params_equal": _trainable_params_equal(records),
     }

@@ -61,10 +61,12 @@ GPU_MIXES = ("len1024", "len2048")
 
 # Model shapes (MistralConfig fields). "cpu" is the benchmark's CPU model; "tiny" is for tests.
 MODEL_SHAPES: dict[str, dict[str, Any]] = {
-    "cpu": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
-                num_key_value_heads=2),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2),
+    "cpu": dict(
+        hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2
+    ),
+    "tiny": dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    ),
 }
 MISTRAL_7B_CONFIG = Path(__file__).parent / "models" / "assets" / "mistral-7b-v0.1-config.json"
 
@@ -127,29 +129,36 @@ def make_pairs(mix: Mix, n_pairs: int, seed: int = 0) -> list[BenchPair]:
 
 def save_pairs(pairs: list[BenchPair], path: Path) -> None:
     """Write pairs (ids and texts) as JSON: the one file every worker of a mix reads."""
-    rows = [{**asdict(p), "prompt": p.prompt_text, "chosen": " " + p.chosen_text, "rejected": " " + p.rejected_text}
-            for p in pairs]
+    rows = [
+        {**asdict(p), "prompt": p.prompt_text, "chosen": " " + p.chosen_text, "rejected": " " + p.rejected_text}
+        for p in pairs
+    ]
     path.write_text(json.dumps(rows), encoding="utf-8")
 
 
 def load_pairs(path: Path) -> list[BenchPair]:
     """Pairs written by `save_pairs`."""
-    return [BenchPair(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"])
-            for r in json.loads(Path(path).read_text(encoding="utf-8"))]
+    return [
+        BenchPair(r["prompt_ids"], r["chosen_ids"], r["rejected_ids"])
+        for r in json.loads(Path(path).read_text(encoding="utf-8"))
+    ]
 
 
 def trl_rows(pairs: list[BenchPair]) -> list[dict[str, str]]:
     """Standard-format rows for TRL: answers start with a space so `prompt + answer` splits into words."""
-    return [{"prompt": p.prompt_text, "chosen": " " + p.chosen_text, "rejected": " " + p.rejected_text}
-            for p in pairs]
+    return [{"prompt": p.prompt_text, "chosen": " " + p.chosen_text, "rejected": " " + p.rejected_text} for p in pairs]
 
 
 def preference_pairs(pairs: list[BenchPair]) -> list[Any]:
     """The same pairs as orpo_kit `PreferencePair`s (one user turn; the chat template adds bos and eos)."""
     from .data.formats import PreferencePair
 
-    return [PreferencePair([{"role": "user", "content": p.prompt_text}], p.chosen_text, p.rejected_text,
-                           origin=f"bench pair {i}") for i, p in enumerate(pairs)]
+    return [
+        PreferencePair(
+            [{"role": "user", "content": p.prompt_text}], p.chosen_text, p.rejected_text, origin=f"bench pair {i}"
+        )
+        for i, p in enumerate(pairs)
+    ]
 
 
 # ---- tokenizer and model --------------------------------------------------------------------------------
@@ -162,10 +171,19 @@ def build_tokenizer() -> Any:
     vocab.update({f"w{k}": len(SPECIAL_TOKENS) + k for k in range(NUM_WORDS)})
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", chat_template=CHAT_TEMPLATE)
-    assert len(tokenizer) == VOCAB_SIZE and (tokenizer.bos_token_id, tokenizer.eos_token_id,
-                                             tokenizer.pad_token_id) == (BOS_ID, EOS_ID, PAD_ID)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        chat_template=CHAT_TEMPLATE,
+    )
+    assert len(tokenizer) == VOCAB_SIZE and (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    ) == (BOS_ID, EOS_ID, PAD_ID)
     return tokenizer
 
 
@@ -173,8 +191,15 @@ def model_config(shape: str) -> Any:
     """The MistralConfig of a model shape ("cpu", "tiny" or "mistral-7b"): fp32, no dropout, no sliding window."""
     from transformers import MistralConfig
 
-    common = dict(vocab_size=VOCAB_SIZE, bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
-                  attention_dropout=0.0, use_cache=False, tie_word_embeddings=False)
+    common = dict(
+        vocab_size=VOCAB_SIZE,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        attention_dropout=0.0,
+        use_cache=False,
+        tie_word_embeddings=False,
+    )
     if shape == "mistral-7b":
         values = json.loads(MISTRAL_7B_CONFIG.read_text(encoding="utf-8"))
         values = {k: v for k, v in values.items() if k not in ("architectures", "model_type")}

@@ -13,8 +13,9 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,8 @@ def rng_state() -> dict[str, Any]:
     """All RNG states as tensors and plain values (loadable with weights_only=True)."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": random.getstate(), "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
     }
     if torch.cuda.is_available():
@@ -117,13 +119,22 @@ def check_free_space(run_dir: Path, needed: int) -> None:
     """Refuse to start when the output directory's disk cannot hold one more checkpoint."""
     free = shutil.disk_usage(run_dir).free
     if free < needed:
-        raise OSError(f"output_dir {run_dir}: {free / 2**20:.1f} MiB free on its disk, but one checkpoint needs "
-                      f"about {needed / 2**20:.1f} MiB; free some space or choose another output_dir")
+        raise OSError(
+            f"output_dir {run_dir}: {free / 2**20:.1f} MiB free on its disk, but one checkpoint needs "
+            f"about {needed / 2**20:.1f} MiB; free some space or choose another output_dir"
+        )
 
 
 def save_checkpoint(
-    run_dir: str | Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
-    scheduler: Any, state: dict[str, Any], keep_last: int = 3, rng_states: list[dict[str, Any]] | None = None,
+    run_dir: str | Path,
+    step: int,
+    model: Any,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    keep_last: int = 3,
+    rng_states: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write a complete checkpoint atomically, then keep only the newest `keep_last` (and the best).
 
@@ -192,7 +203,7 @@ def _fsync_dir(folder: Path) -> None:
 def _prune(run_dir: Path, keep_last: int) -> None:
     """Delete old checkpoints and leftovers of interrupted saves by other processes."""
     best = best_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir)[:-max(1, keep_last)]:  # the newest always stays
+    for old in list_checkpoints(run_dir)[: -max(1, keep_last)]:  # the newest always stays
         if old != best:
             shutil.rmtree(old, ignore_errors=True)
     for leftover in (run_dir / CHECKPOINTS).glob(".tmp-*"):
@@ -215,11 +226,16 @@ def load_weights(model: Any, checkpoint: Path) -> None:
     loaded = {params[k].data_ptr() for k in weights if k in params}  # a missing key is fine only if tied to these
     untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
     if unexpected or untied:
-        raise ValueError(f"{folder}: weights do not match the model (unexpected {unexpected[:3]}, missing {untied[:3]})")
+        raise ValueError(
+            f"{folder}: weights do not match the model (unexpected {unexpected[:3]}, missing {untied[:3]})"
+        )
 
 
 def load_trainer_state(
-    checkpoint: Path, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int = 0,
+    checkpoint: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    rank: int = 0,
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and this process's RNG states; return the saved trainer state dict.
 

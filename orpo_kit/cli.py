@@ -11,11 +11,16 @@ DEFAULT_PRESET = "smol"
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `orpo-kit train`."""
-    p = sub.add_parser("train", help="train a model with ORPO",
-                       description="Train with ORPO. Later sources win: preset < --config < flags < KEY=VALUE. "
-                                   "Values are converted to each key's type: learning_rate=3e-4, use_lora=true.")
-    p.add_argument("--preset", help=f"a shipped recipe (see `orpo-kit presets`; default {DEFAULT_PRESET} "
-                                    "when no --config is given)")
+    p = sub.add_parser(
+        "train",
+        help="train a model with ORPO",
+        description="Train with ORPO. Later sources win: preset < --config < flags < KEY=VALUE. "
+        "Values are converted to each key's type: learning_rate=3e-4, use_lora=true.",
+    )
+    p.add_argument(
+        "--preset",
+        help=f"a shipped recipe (see `orpo-kit presets`; default {DEFAULT_PRESET} when no --config is given)",
+    )
     p.add_argument("--config", help="a YAML file of config keys")
     p.add_argument("--data", help='preference pairs: "builtin" or a .jsonl / .json file')
     p.add_argument("--eval-data", help="eval pairs (default: the data's eval split or a seeded held-out fraction)")
@@ -27,17 +32,29 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _inspect_parser(sub: argparse._SubParsersAction) -> None:
     """Flags of `orpo-kit inspect-data`."""
-    p = sub.add_parser("inspect-data", help="validate preference data and print its report",
-                       description="Read, detect the format, validate, split and measure preference data.")
+    p = sub.add_parser(
+        "inspect-data",
+        help="validate preference data and print its report",
+        description="Read, detect the format, validate, split and measure preference data.",
+    )
     p.add_argument("source", metavar="PATH_OR_NAME", help='"builtin", a .jsonl/.json/.parquet/.csv file or a hub name')
     p.add_argument("--format", default="auto", help="auto | standard | conversational | implicit | mapped")
     p.add_argument("--split", help="split of a hub dataset (e.g. train_prefs)")
-    p.add_argument("--policy", default="default", help="default (drop bad rows; refuse a file that looks wrong as a "
-                                                       "whole) | raise (stop at the first) | drop (drop every bad row)")
-    p.add_argument("--max-bad-fraction", type=float, default=0.05,
-                   help="default policy: refuse a file with more malformed rows than this share (default 0.05)")
-    p.add_argument("--tokenizer", default="tiny", help='tokenizer for token statistics ("tiny", a dir or hub name; '
-                                                       '"none" to skip)')
+    p.add_argument(
+        "--policy",
+        default="default",
+        help="default (drop bad rows; refuse a file that looks wrong as a "
+        "whole) | raise (stop at the first) | drop (drop every bad row)",
+    )
+    p.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.05,
+        help="default policy: refuse a file with more malformed rows than this share (default 0.05)",
+    )
+    p.add_argument(
+        "--tokenizer", default="tiny", help='tokenizer for token statistics ("tiny", a dir or hub name; "none" to skip)'
+    )
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--max-prompt-length", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -52,9 +69,16 @@ def run_inspect(args: argparse.Namespace) -> int:
     from .models import load_tokenizer
 
     tokenizer = None if args.tokenizer == "none" else load_tokenizer(ORPOConfig(model_name_or_path=args.tokenizer))
-    found = inspect_data(args.source, tokenizer=tokenizer, format=args.format, split=args.split, policy=args.policy,
-                         max_length=args.max_length, max_prompt_length=args.max_prompt_length,
-                         max_bad_fraction=args.max_bad_fraction)
+    found = inspect_data(
+        args.source,
+        tokenizer=tokenizer,
+        format=args.format,
+        split=args.split,
+        policy=args.policy,
+        max_length=args.max_length,
+        max_prompt_length=args.max_prompt_length,
+        max_bad_fraction=args.max_bad_fraction,
+    )
     print(json.dumps(found.to_dict(), indent=2) if args.json else "\n".join(found.lines()))
     return 0
 
@@ -77,8 +101,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, args.checkpoint)
     prompts = args.prompt or [p.prompt for p in load_train_eval(run.cfg)[1][:5]]
-    rows = side_by_side(run, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_p=args.top_p)
+    rows = side_by_side(
+        run, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
+    )
     print(f"checkpoint: {run.checkpoint}")
     for row in rows:
         print(f"\n### {row['prompt']}\n--- base : {row['base']}\n--- tuned: {row['tuned']}")
@@ -91,8 +116,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
     from .runs import evaluate_run, results_table
 
-    results = [evaluate_run(d, args.checkpoint, args.max_pairs, not args.no_generate, include_base=i == 0,
-                            max_new_tokens=args.max_new_tokens) for i, d in enumerate(args.run_dirs)]
+    results = [
+        evaluate_run(
+            d,
+            args.checkpoint,
+            args.max_pairs,
+            not args.no_generate,
+            include_base=i == 0,
+            max_new_tokens=args.max_new_tokens,
+        )
+        for i, d in enumerate(args.run_dirs)
+    ]
     print("\n".join(results_table(results)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -135,8 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=48)
     e.add_argument("--plot", help="save a bar chart of the comparison to this PNG")
     e.add_argument("--json", help="also write the results to this JSON file")
-    est = sub.add_parser("estimate", help="estimate the memory an ORPO training run needs",
-                         description="Memory estimate (weights, adapters, optimizer, activations, logits).")
+    est = sub.add_parser(
+        "estimate",
+        help="estimate the memory an ORPO training run needs",
+        description="Memory estimate (weights, adapters, optimizer, activations, logits).",
+    )
     est.add_argument("--preset", help="a shipped recipe (default smol when no --config)")
     est.add_argument("--config", help="a YAML file of config keys")
     est.add_argument("--max-length", type=int, help="tokens per sequence (prompt + completion)")
@@ -149,10 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     from .bench import add_arguments as add_bench_arguments  # stdlib-only import: cheap
 
-    add_bench_arguments(sub.add_parser(
-        "bench", help="benchmark orpo_kit against TRL's ORPOTrainer (speed, memory, step-0 loss)",
-        description="Train the same model on the same pairs with orpo_kit and TRL's ORPOTrainer, each run in "
-                    "its own process (A / B / A / B); write JSON, a table and a bar chart."))
+    add_bench_arguments(
+        sub.add_parser(
+            "bench",
+            help="benchmark orpo_kit against TRL's ORPOTrainer (speed, memory, step-0 loss)",
+            description="Train the same model on the same pairs with orpo_kit and TRL's ORPOTrainer, each run in "
+            "its own process (A / B / A / B); write JSON, a table and a bar chart.",
+        )
+    )
     return parser
 
 
@@ -169,8 +210,11 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import parse_overrides, resolve_config
     from .train import CONFIG_FILE, METRICS_FILE, train
 
-    flags = [f"{name}={getattr(args, name)}" for name in ("data", "eval_data", "output_dir", "max_steps")
-             if getattr(args, name) is not None]
+    flags = [
+        f"{name}={getattr(args, name)}"
+        for name in ("data", "eval_data", "output_dir", "max_steps")
+        if getattr(args, name) is not None
+    ]
     overrides = parse_overrides(flags + args.overrides)  # KEY=VALUE after the flags: it wins, as the README says
     preset = args.preset or (None if args.config else DEFAULT_PRESET)
     cfg = resolve_config(preset, args.config, overrides, overrides_source="the command line")

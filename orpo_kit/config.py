@@ -18,9 +18,19 @@ from .loss import METRIC_NAMES, NLL_TOKEN_CHOICES
 ALIASES = {"beta": "orpo_lambda"}  # TRL's name for lambda
 # transformers' scheduler names (checked against transformers itself when a name is not among these)
 TRACKERS = ("all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "swanlab")
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-              "warmup_stable_decay")
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+)
 
 
 @dataclass
@@ -52,7 +62,9 @@ class ORPOConfig:
     eval_fraction: float = 0.1
     data_format: str = "auto"  # auto | standard | conversational | implicit | mapped
     column_map: dict[str, str] | None = None  # e.g. {prompt: question, chosen: response_j, rejected: response_k}
-    data_policy: str | dict[str, str] = "default"  # default | raise | drop | {kind: raise|drop|keep}; orpo_kit.data.PROBLEMS
+    data_policy: str | dict[str, str] = (
+        "default"  # default | raise | drop | {kind: raise|drop|keep}; orpo_kit.data.PROBLEMS
+    )
     max_bad_row_fraction: float = 0.05  # default policy: refuse a file with more malformed rows than this share
     data_split: str | None = None  # split of a hub dataset / DatasetDict (default: train_prefs or train)
     eval_data_split: str | None = None  # e.g. test_prefs
@@ -119,19 +131,31 @@ class ORPOConfig:
         self.report_to = [] if self.report_to == ["none"] else self.report_to  # transformers' spelling of "no tracker"
         unknown = [t for t in self.report_to if t not in TRACKERS]
         if unknown:
-            raise ConfigError("report_to", self.report_to, f"unknown tracker {unknown[0]!r}; expected a list of "
-                                                           f"{', '.join(TRACKERS)} (or none)")
+            raise ConfigError(
+                "report_to",
+                self.report_to,
+                f"unknown tracker {unknown[0]!r}; expected a list of {', '.join(TRACKERS)} (or none)",
+            )
         if not self.metric_for_best_model.startswith("eval_"):  # transformers' rule: eval metrics carry the prefix
             self.metric_for_best_model = f"eval_{self.metric_for_best_model}"
         if self.metric_for_best_model.removeprefix("eval_") not in METRIC_NAMES:
-            raise ConfigError("metric_for_best_model", self.metric_for_best_model,
-                              f"expected an eval metric: {', '.join('eval_' + m for m in METRIC_NAMES)}")
+            raise ConfigError(
+                "metric_for_best_model",
+                self.metric_for_best_model,
+                f"expected an eval metric: {', '.join('eval_' + m for m in METRIC_NAMES)}",
+            )
         if self.max_prompt_length >= self.max_length:
-            raise ConfigError("max_prompt_length", self.max_prompt_length,
-                              f"must be smaller than max_length ({self.max_length}) to leave room for the answers")
+            raise ConfigError(
+                "max_prompt_length",
+                self.max_prompt_length,
+                f"must be smaller than max_length ({self.max_length}) to leave room for the answers",
+            )
         if self.min_completion_tokens >= self.max_length:
-            raise ConfigError("min_completion_tokens", self.min_completion_tokens,
-                              f"must be smaller than max_length ({self.max_length})")
+            raise ConfigError(
+                "min_completion_tokens",
+                self.min_completion_tokens,
+                f"must be smaller than max_length ({self.max_length})",
+            )
         if self.stop_at_step is not None and self.stop_at_step > self.max_steps:
             raise ConfigError("stop_at_step", self.stop_at_step, f"must be at most max_steps ({self.max_steps})")
         if self.lr_scheduler_type not in SCHEDULERS and not _transformers_knows_scheduler(self.lr_scheduler_type):
@@ -146,8 +170,11 @@ class ORPOConfig:
         try:
             resolve_policy(self.data_policy)
         except ValueError:
-            raise ConfigError("data_policy", self.data_policy, "expected default, raise, drop or a mapping "
-                                                               "{kind: raise|drop|keep} (kinds: orpo_kit.data.PROBLEMS)") from None
+            raise ConfigError(
+                "data_policy",
+                self.data_policy,
+                "expected default, raise, drop or a mapping {kind: raise|drop|keep} (kinds: orpo_kit.data.PROBLEMS)",
+            ) from None
 
     def replace(self, **changes: Any) -> ORPOConfig:
         """A copy with some fields changed (aliases such as beta accepted)."""
@@ -184,22 +211,50 @@ def _transformers_knows_scheduler(name: str) -> bool:
     return name in {s.value for s in SchedulerType}
 
 
-POSITIVE_INTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "max_steps", "eval_steps", "logging_steps", "save_steps", "save_total_limit", "max_prompt_length",
-                 "min_completion_tokens", "lora_r", "logps_chunk_size", "max_train_pairs", "max_eval_pairs",
-                 "stop_at_step")
+POSITIVE_INTS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+    "max_steps",
+    "eval_steps",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "max_prompt_length",
+    "min_completion_tokens",
+    "lora_r",
+    "logps_chunk_size",
+    "max_train_pairs",
+    "max_eval_pairs",
+    "stop_at_step",
+)
 FIELD_CHECKS = {
     **{name: at_least(1) for name in POSITIVE_INTS},
-    "max_length": at_least(2), "max_skipped_steps": at_least(0), "warmup_steps": at_least(0),
-    "lora_alpha": above(0), "lora_dropout": between(0, 1, high_open=True), "warmup_ratio": between(0, 1),
+    "max_length": at_least(2),
+    "max_skipped_steps": at_least(0),
+    "warmup_steps": at_least(0),
+    "lora_alpha": above(0),
+    "lora_dropout": between(0, 1, high_open=True),
+    "warmup_ratio": between(0, 1),
     "max_bad_row_fraction": between(0, 1),
-    "eval_fraction": between(0, 1, low_open=True, high_open=True), "learning_rate": above(0),
-    "weight_decay": at_least(0), "adam_beta1": between(0, 1, high_open=True), "adam_beta2": between(0, 1, high_open=True),
-    "adam_epsilon": above(0), "max_grad_norm": above(0), "orpo_lambda": at_least(0), "seed": between(0, 2**32 - 1),
-    "nll_tokens": one_of(*NLL_TOKEN_CHOICES), "device": one_of("auto", "cpu", "cuda", "mps"),
-    "mixed_precision": one_of("no", "bf16", "fp16"), "bnb_4bit_quant_type": one_of("nf4", "fp4"),
+    "eval_fraction": between(0, 1, low_open=True, high_open=True),
+    "learning_rate": above(0),
+    "weight_decay": at_least(0),
+    "adam_beta1": between(0, 1, high_open=True),
+    "adam_beta2": between(0, 1, high_open=True),
+    "adam_epsilon": above(0),
+    "max_grad_norm": above(0),
+    "orpo_lambda": at_least(0),
+    "seed": between(0, 2**32 - 1),
+    "nll_tokens": one_of(*NLL_TOKEN_CHOICES),
+    "device": one_of("auto", "cpu", "cuda", "mps"),
+    "mixed_precision": one_of("no", "bf16", "fp16"),
+    "bnb_4bit_quant_type": one_of("nf4", "fp4"),
     "bnb_4bit_compute_dtype": one_of("bfloat16", "float16", "float32"),
-    "model_name_or_path": not_empty, "data": not_empty, "attn_implementation": not_empty, "output_dir": not_empty,
+    "model_name_or_path": not_empty,
+    "data": not_empty,
+    "attn_implementation": not_empty,
+    "output_dir": not_empty,
 }
 
 
@@ -256,7 +311,9 @@ def parse_overrides(items: list[str], source: str = "the command line") -> dict[
 
 
 def resolve_config(
-    preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
     overrides_source: str = "overrides",
 ) -> ORPOConfig:
     """Defaults, then the preset, then the YAML file, then overrides: later wins.
@@ -266,16 +323,20 @@ def resolve_config(
     """
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
-    sources = [(f"preset {preset}", _read_yaml(preset_path(preset)) if preset else {}),
-               (str(config_file), _read_yaml(Path(config_file)) if config_file else {}),
-               (overrides_source, overrides or {})]
+    sources = [
+        (f"preset {preset}", _read_yaml(preset_path(preset)) if preset else {}),
+        (str(config_file), _read_yaml(Path(config_file)) if config_file else {}),
+        (overrides_source, overrides or {}),
+    ]
     for source, given in sources:
         for key, value in _canonical(given, source=source).items():
             values[key], origin[key] = value, source
     fields = {f.name: f.default for f in dataclasses.fields(ORPOConfig)}
     max_length = values.get("max_length", fields["max_length"])
-    if origin.get("max_prompt_length", "default") in ("default", f"preset {preset}") and \
-            values.get("max_prompt_length", fields["max_prompt_length"]) >= max_length:
+    if (
+        origin.get("max_prompt_length", "default") in ("default", f"preset {preset}")
+        and values.get("max_prompt_length", fields["max_prompt_length"]) >= max_length
+    ):
         values["max_prompt_length"] = max(1, max_length // 2)
     try:
         return ORPOConfig(**values)

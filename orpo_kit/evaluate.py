@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .batching import collate
 from .data import PreferencePair, TokenizedPair
-from .forward import choose_layout, compute_pair_logps
+from .forward import compute_pair_logps
+from .layouts import choose_layout
 
 
 @dataclass
@@ -31,8 +31,12 @@ class PairScore:
 
 @torch.no_grad()
 def score_pairs(
-    model: torch.nn.Module, tokenized: list[TokenizedPair], pad_token_id: int, batch_size: int = 8,
-    pairs: list[PreferencePair] | None = None, device: torch.device | str | None = None,
+    model: torch.nn.Module,
+    tokenized: list[TokenizedPair],
+    pad_token_id: int,
+    batch_size: int = 8,
+    pairs: list[PreferencePair] | None = None,
+    device: torch.device | str | None = None,
 ) -> list[PairScore]:
     """Per-pair chosen / rejected mean log-probs (no gradients), in order; skills taken from `pairs`."""
     was_training = model.training
@@ -40,10 +44,11 @@ def score_pairs(
     device = device or next(model.parameters()).device
     out: list[PairScore] = []
     layout = choose_layout(model)
-    for start in tqdm(range(0, len(tokenized), batch_size), desc="scoring", leave=False,
-                      disable=len(tokenized) < 20 * batch_size):
-        chunk = tokenized[start:start + batch_size]
-        batch = collate(chunk, pad_token_id, **layout).to(device)
+    for start in tqdm(
+        range(0, len(tokenized), batch_size), desc="scoring", leave=False, disable=len(tokenized) < 20 * batch_size
+    ):
+        chunk = tokenized[start : start + batch_size]
+        batch = layout.collate(chunk, pad_token_id).to(device)
         logps = compute_pair_logps(model, batch, chunked=True)
         for i, tok in enumerate(chunk):
             skill = pairs[start + i].skill if pairs is not None else None
@@ -74,7 +79,7 @@ def _instruction_check(prompt: str, answer: str) -> bool | None:
         "lowercase letters only": lambda: any(c.isalpha() for c in a) and a == a.lower(),
         "with the word DONE": lambda: a.rstrip(".").endswith("DONE"),
         "with 'Answer:'": lambda: a.startswith("Answer:"),
-        "in quotation marks": lambda: len(a) > 1 and a[0] in "\"“" and a[-1] in "\"”",
+        "in quotation marks": lambda: len(a) > 1 and a[0] in '"“' and a[-1] in '"”',
         "as a bullet point": lambda: a.startswith(("- ", "* ", "• ")),
     }
     return next((check() for key, check in checks.items() if key in prompt), None)
@@ -105,7 +110,7 @@ def generation_check(pair: PreferencePair, answer: str) -> bool | None:
 def generation_scores(answers: list[str], pairs: list[PreferencePair]) -> dict[str, float]:
     """Share of generated answers passing their skill's check, per skill (skills without a check left out)."""
     by_skill: dict[str, list[bool]] = defaultdict(list)
-    for pair, answer in zip(pairs, answers):
+    for pair, answer in zip(pairs, answers, strict=True):
         verdict = generation_check(pair, answer)
         if verdict is not None:
             by_skill[pair.skill or "all"].append(verdict)

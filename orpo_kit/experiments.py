@@ -6,8 +6,9 @@ it writes to metrics.jsonl (received through `TrainerCallback.on_log`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import ORPOConfig
 from .data import PreferencePair
@@ -53,7 +54,8 @@ def train_records(records: Sequence[Record]) -> list[Record]:
 
 
 def skill_pairs(
-    cfg: ORPOConfig, skills: Sequence[str] | None = None,
+    cfg: ORPOConfig,
+    skills: Sequence[str] | None = None,
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Train and eval pairs of the config's data, only the given skills (None: all); then max_*_pairs."""
     train, evals, _ = load_train_eval(cfg.replace(max_train_pairs=None, max_eval_pairs=None))
@@ -73,8 +75,12 @@ def lambda_run_dir(output_root: str | Path, orpo_lambda: float) -> Path:
 
 
 def compare_lambdas(
-    base_cfg: ORPOConfig, lambdas: Sequence[float] = (0.0, 1.0), eval_every: int | None = None, *,
-    skills: Sequence[str] | None = None, output_root: str | Path | None = None,
+    base_cfg: ORPOConfig,
+    lambdas: Sequence[float] = (0.0, 1.0),
+    eval_every: int | None = None,
+    *,
+    skills: Sequence[str] | None = None,
+    output_root: str | Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[float, list[Record]]:
     """Train `base_cfg` once per λ and return every logged record of each run, keyed by λ.
@@ -90,8 +96,11 @@ def compare_lambdas(
     train, evals = skill_pairs(base_cfg, skills)
     results: dict[float, list[Record]] = {}
     for lam in lambdas:
-        cfg = base_cfg.replace(orpo_lambda=float(lam), output_dir=str(lambda_run_dir(root, lam)),
-                               eval_steps=eval_every or base_cfg.eval_steps)
+        cfg = base_cfg.replace(
+            orpo_lambda=float(lam),
+            output_dir=str(lambda_run_dir(root, lam)),
+            eval_steps=eval_every or base_cfg.eval_steps,
+        )
         collector = RecordCollector()
         Trainer(cfg, train_pairs=train, eval_pairs=evals, callbacks=[collector, *callbacks]).train()
         results[float(lam)] = collector.records
@@ -117,7 +126,9 @@ def format_logps_summary(rows: Sequence[dict[str, float]]) -> str:
     """logps_summary as a small text table."""
     lines = [f"{'λ':>5} {'steps':>5}   {'chosen':>15}   {'rejected':>15}   {'gap':>13}"]
     for r in rows:
-        lines.append(f"{r['lambda']:>5g} {r['steps']:>5d}   {r['chosen_start']:6.2f} → {r['chosen_end']:6.2f}   "
-                     f"{r['rejected_start']:6.2f} → {r['rejected_end']:6.2f}   "
-                     f"{r['gap_start']:5.2f} → {r['gap_end']:5.2f}")
+        lines.append(
+            f"{r['lambda']:>5g} {r['steps']:>5d}   {r['chosen_start']:6.2f} → {r['chosen_end']:6.2f}   "
+            f"{r['rejected_start']:6.2f} → {r['rejected_end']:6.2f}   "
+            f"{r['gap_start']:5.2f} → {r['gap_end']:5.2f}"
+        )
     return "\n".join(lines)

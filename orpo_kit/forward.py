@@ -13,29 +13,32 @@ from typing import Any
 
 import torch
 
-from .batching import PairBatch
-from .loss import (
-    LogpTargets, NllTokens, PairLogps, check_nll_tokens, head_token_logps, pair_logps_from_token_logps,
-    selected_token_logps,
-)
+from .layouts import PairBatch
+from .logprobs import LogpTargets, head_token_logps, pair_logps_from_token_logps, token_logps_from_logits
+from .loss import NllTokens, PairLogps, check_nll_tokens
 
 # Config fields that mean the logits are not simply lm_head(hidden): such models take the full-logits path.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
 
 
 def compute_pair_logps(
-    model: torch.nn.Module, batch: PairBatch, nll_tokens: NllTokens = "response", chunked: bool = False,
+    model: torch.nn.Module,
+    batch: PairBatch,
+    nll_tokens: NllTokens = "response",
+    chunked: bool = False,
     chunk_size: int = 256,
 ) -> PairLogps:
-    """One forward over a batch (either layout); log-probs only at the positions the loss reads."""
+    """One forward over a batch (any layout); log-probs only at the positions the loss reads."""
     check_nll_tokens(nll_tokens)
-    targets, tok_logps, tok_means = token_logps(model, batch, nll_tokens == "prompt_and_response", chunked,
-                                                chunk_size)
+    targets, tok_logps, tok_means = token_logps(model, batch, nll_tokens == "prompt_and_response", chunked, chunk_size)
     return pair_logps_from_token_logps(tok_logps, tok_means, targets, nll_tokens)
 
 
 def token_logps(
-    model: torch.nn.Module, batch: PairBatch, with_prompt: bool = False, chunked: bool = False,
+    model: torch.nn.Module,
+    batch: PairBatch,
+    with_prompt: bool = False,
+    chunked: bool = False,
     chunk_size: int = 256,
 ) -> tuple[LogpTargets, torch.Tensor, torch.Tensor]:
     """Per-token log-probs (and mean logits) at the batch's targets: each sequence's tokens in order."""
@@ -47,8 +50,7 @@ def token_logps(
         head = _causal_lm(model).get_output_embeddings()
         return targets, *head_token_logps(head, flat, targets.token_ids, chunk_size)
     logits = model(**inputs, use_cache=False).logits
-    flat = logits.reshape(-1, logits.shape[-1])[targets.positions]
-    return targets, *selected_token_logps(flat, targets.token_ids)
+    return targets, *token_logps_from_logits(logits, targets)
 
 
 def supports_chunked_logps(model: torch.nn.Module) -> bool:
@@ -58,32 +60,6 @@ def supports_chunked_logps(model: torch.nn.Module) -> bool:
     if config is None or not hasattr(lm, "get_decoder") or lm.get_output_embeddings() is None:
         return False
     return all(getattr(config, name, None) in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS)
-
-
-def supports_prefix_sharing(model: torch.nn.Module) -> bool:
-    """Whether the attention backend takes a custom 4D mask (eager and sdpa do; flash-attention does not)."""
-    return _attn_implementation(model) in ("eager", "sdpa")
-
-
-def packs_for_free(model: torch.nn.Module) -> bool:
-    """Whether the backend runs packed sequences without a dense mask (flash-attention's varlen kernels).
-
-    sdpa and eager run packed rows too (transformers builds a block-causal mask from the position ids), but that
-    mask spans the whole packed row, so attention costs grow with its square: the trainer keeps padded rows there.
-    """
-    return _attn_implementation(model).startswith("flash_attention")
-
-
-def choose_layout(model: torch.nn.Module, prefix_sharing: bool = True, packing: bool = True) -> dict[str, bool]:
-    """`collate` keywords for this model: prefix sharing where 4D masks work, else packing where it is free."""
-    shared = prefix_sharing and supports_prefix_sharing(model)
-    return {"prefix_sharing": shared, "packing": not shared and packing and packs_for_free(model)}
-
-
-def _attn_implementation(model: torch.nn.Module) -> str:
-    """The attention backend transformers runs (eager when unset)."""
-    config = getattr(_causal_lm(model), "config", None)
-    return str(getattr(config, "_attn_implementation", None) or "eager")
 
 
 def _last_hidden_states(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

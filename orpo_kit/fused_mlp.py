@@ -61,8 +61,11 @@ def _fused_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def is_swiglu_mlp(module: torch.nn.Module) -> bool:
     """A gated MLP whose activation is SiLU and whose class computes exactly down(act(gate(x)) * up(x))."""
-    return all(hasattr(module, name) for name in MLP_PARTS) and type(module.act_fn).__name__ in SILU_NAMES \
+    return (
+        all(hasattr(module, name) for name in MLP_PARTS)
+        and type(module.act_fn).__name__ in SILU_NAMES
         and _forward_is_swiglu(type(module))
+    )
 
 
 @functools.cache

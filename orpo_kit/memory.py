@@ -57,8 +57,8 @@ from typing import Any
 
 from .config import ORPOConfig
 
-MiB = 1024 ** 2
-GiB = 1024 ** 3
+MiB = 1024**2
+GiB = 1024**3
 
 MEASURE_TAG = "ORPO_KIT_MEMORY_RESULT "  # marks the child process's JSON line
 
@@ -72,7 +72,6 @@ LOSS_CHUNK_ROWS = 4096  # orpo_kit.loss._ROWS_PER_CHUNK: rows per log-softmax ch
 # logits, logsumexp's exp and gradient, gather's scatter); the backward is the peak. Under bf16 autocast
 # (V 32,064, H 1024): 4.6 fp32-block equivalents, counted as 4 fp32 + 2 16-bit blocks.
 HEAD_CHUNK_BLOCKS_BACKWARD = 4
-ATTN_SHARED_IMPLEMENTATIONS = ("eager", "sdpa")  # orpo_kit.forward.supports_prefix_sharing
 GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB  # glibc serves larger blocks with mmap and returns them to the OS on free
 # cpu_return_freed_memory (orpo_kit.allocator.DEFAULT_THRESHOLD): the trainer fixes glibc's mmap threshold at
 # 1 MiB on CPU, so every larger block is its own mapping, returned to the OS when freed
@@ -99,11 +98,11 @@ CALIBRATION: dict[str, Any] = {
     # floor above does not apply in this mode (nothing of activation size stays in the heap).
     "cpu_heap_factor_return_freed": 1.10,
     "source_return_freed": "smol (LoRA r16, 2 pairs x 256, prefix sharing + chunked log-probs) with "
-                           "cpu_return_freed_memory on a 2-core x86-64 CPU, torch 2.13, transformers 5.24, glibc",
+    "cpu_return_freed_memory on a 2-core x86-64 CPU, torch 2.13, transformers 5.24, glibc",
     "cuda_allocator_factor": 1.10,  # assumption, not measured: caching-allocator rounding and fragmentation
     "overhead_bytes": 16 * MiB,  # autograd graph, Trainer / accelerate objects, per-thread buffers
     "source": "the tiny preset (full, 8 pairs x 192) and smol (LoRA r16, 2 pairs x 256) on the plain path, on a "
-              "2-core x86-64 CPU, torch 2.13, transformers 5.24, peft 0.21, glibc malloc",
+    "2-core x86-64 CPU, torch 2.13, transformers 5.24, peft 0.21, glibc malloc",
 }
 # The glibc-heap factors (cpu_return_freed_memory=False) were fitted on the plain path (2 rows per pair, full
 # logits). The prefix-shared + chunked path uses them unchanged: its activations are the same kinds of tensors
@@ -120,6 +119,7 @@ CALIBRATION: dict[str, Any] = {
 #   default path: smol 1 x 384: 1767 / 1780 (-0.7%); 4 x 192: 2755 / 2534 (+8.7%); tiny 8 x 192: 117 / 108;
 #   plain path:   smol 1 x 384: 2099 / 2205 (-4.8%); 4 x 192: 3574 / 3517 (+1.6%); 2 x 256: 2586 / 2766 (-6.5%);
 #                 tiny 8 x 192: 157 / 152.
+
 
 # ---- model shape and parameter counts -------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -146,10 +146,14 @@ class ModelShape:
         heads = int(text.num_attention_heads)
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
         return cls(
-            vocab_size=int(text.vocab_size), hidden_size=int(text.hidden_size),
-            intermediate_size=int(text.intermediate_size), num_layers=int(text.num_hidden_layers),
-            num_heads=heads, num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
-            head_dim=int(head_dim), tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+            vocab_size=int(text.vocab_size),
+            hidden_size=int(text.hidden_size),
+            intermediate_size=int(text.intermediate_size),
+            num_layers=int(text.num_hidden_layers),
+            num_heads=heads,
+            num_kv_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+            head_dim=int(head_dim),
+            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
             attention_bias=bool(getattr(text, "attention_bias", False)),
             mlp_bias=bool(getattr(text, "mlp_bias", False)),
             model_type=str(getattr(text, "model_type", "llama")),
@@ -174,8 +178,15 @@ class ModelShape:
     def linears(self) -> list[tuple[str, int, int]]:
         """(name, in_features, out_features) of the Linear layers of one decoder layer."""
         h, i = self.hidden_size, self.intermediate_size
-        return [("q_proj", h, self.q_dim), ("k_proj", h, self.kv_dim), ("v_proj", h, self.kv_dim),
-                ("o_proj", self.q_dim, h), ("gate_proj", h, i), ("up_proj", h, i), ("down_proj", i, h)]
+        return [
+            ("q_proj", h, self.q_dim),
+            ("k_proj", h, self.kv_dim),
+            ("v_proj", h, self.kv_dim),
+            ("o_proj", self.q_dim, h),
+            ("gate_proj", h, i),
+            ("up_proj", h, i),
+            ("down_proj", i, h),
+        ]
 
 
 @dataclass(frozen=True)
@@ -208,8 +219,13 @@ def count_parameters(shape: ModelShape, vocab_size: int | None = None) -> ParamC
         biases += shape.q_dim + 2 * shape.kv_dim + h
     if shape.mlp_bias:
         biases += 2 * shape.intermediate_size + h
-    return ParamCounts(embedding=v * h, lm_head=0 if shape.tied_embeddings else v * h, linear_weights=linear,
-                       biases=shape.num_layers * biases, norms=(2 * shape.num_layers + 1) * h)
+    return ParamCounts(
+        embedding=v * h,
+        lm_head=0 if shape.tied_embeddings else v * h,
+        linear_weights=linear,
+        biases=shape.num_layers * biases,
+        norms=(2 * shape.num_layers + 1) * h,
+    )
 
 
 def lora_targets(shape: ModelShape, target_modules: Any) -> list[tuple[str, int, int]]:
@@ -218,8 +234,16 @@ def lora_targets(shape: ModelShape, target_modules: Any) -> list[tuple[str, int,
     "all-linear" (peft): every Linear of the decoder, not lm_head. A list: module names matched by suffix
     (peft's rule). A string: a regular expression matched against the full module names.
     """
-    layers = [(f"model.layers.{n}.{'self_attn' if name.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}."
-               f"{name}", i, o) for n in range(shape.num_layers) for name, i, o in shape.linears()]
+    layers = [
+        (
+            f"model.layers.{n}.{'self_attn' if name.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}."
+            f"{name}",
+            i,
+            o,
+        )
+        for n in range(shape.num_layers)
+        for name, i, o in shape.linears()
+    ]
     head = ("lm_head", shape.hidden_size, shape.vocab_size)
     if target_modules in (None, "all-linear"):
         return layers
@@ -235,9 +259,18 @@ def lora_parameters(shape: ModelShape, r: int, target_modules: Any = "all-linear
 
 
 # ---- activations ------------------------------------------------------------------------------------------------
-def layer_activation_bytes(shape: ModelShape, seq_len: int, *, lora: bool, quantized: bool, amp: bool,
-                           lora_r: int = 0, n_lora_targets: int = 7, mask_per_layer: bool = True,
-                           fused_swiglu: bool = False) -> float:
+def layer_activation_bytes(
+    shape: ModelShape,
+    seq_len: int,
+    *,
+    lora: bool,
+    quantized: bool,
+    amp: bool,
+    lora_r: int = 0,
+    n_lora_targets: int = 7,
+    mask_per_layer: bool = True,
+    fused_swiglu: bool = False,
+) -> float:
     """Bytes one decoder layer saves for backward, per token (transformers 5.24, sdpa attention).
 
     Counted with `torch.autograd.graph.saved_tensors_hooks` (unique storages, parameters excluded) on LLaMA
@@ -302,9 +335,11 @@ def model_config_for(cfg: ORPOConfig) -> Any:
     try:
         return AutoConfig.from_pretrained(name, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise OSError(f"could not read the config of {name!r}: {exc}\nThe estimate needs only config.json: pass "
-                      "a local model folder, pre-fill the Hugging Face cache, or pass model_config= in "
-                      "Python.") from exc
+        raise OSError(
+            f"could not read the config of {name!r}: {exc}\nThe estimate needs only config.json: pass "
+            "a local model folder, pre-fill the Hugging Face cache, or pass model_config= in "
+            "Python."
+        ) from exc
 
 
 def chat_tokens_added(cfg: ORPOConfig) -> int:
@@ -315,7 +350,8 @@ def chat_tokens_added(cfg: ORPOConfig) -> int:
     folder = Path(name)
     if folder.is_dir() and (folder / "tokenizer_config.json").is_file():
         has = (folder / "chat_template.jinja").is_file() or "chat_template" in json.loads(
-            (folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+            (folder / "tokenizer_config.json").read_text(encoding="utf-8")
+        )
         return 0 if has else CHATML_NEW_TOKENS
     return 0
 
@@ -356,22 +392,32 @@ class MemoryEstimate:
 
     def breakdown(self) -> dict[str, int]:
         """Component -> bytes (the table's rows)."""
-        return {k: getattr(self, k) for k in ("weights", "trainable", "gradients", "optimizer", "activations",
-                                               "logits", "overhead", "total")}
+        return {
+            k: getattr(self, k)
+            for k in ("weights", "trainable", "gradients", "optimizer", "activations", "logits", "overhead", "total")
+        }
 
     def lines(self) -> list[str]:
         """A readable table (MiB / GiB) followed by the assumptions."""
-        rows = [("weights", "weights"), ("trainable (adapters)", "trainable"), ("gradients", "gradients"),
-                ("optimizer (AdamW)", "optimizer"), ("activations", "activations"), ("logits", "logits"),
-                ("overhead", "overhead")]
+        rows = [
+            ("weights", "weights"),
+            ("trainable (adapters)", "trainable"),
+            ("gradients", "gradients"),
+            ("optimizer (AdamW)", "optimizer"),
+            ("activations", "activations"),
+            ("logits", "logits"),
+            ("overhead", "overhead"),
+        ]
         out = [f"{'component':<22}{'size':>11}  how"]
         for label, name in rows:
             out.append(f"{label:<22}{format_bytes(getattr(self, name)):>11}  {self.details.get(name, '')}")
         out.append("-" * 60)
         out.append(f"{'total (peak)':<22}{format_bytes(self.total):>11}  peak at: {self.peak_phase}")
         out.append("")
-        out.append("total = weights + trainable + optimizer + overhead + max(activations + logits + gradients "
-                   "allocated by then, all gradients + optimizer-step temporaries)")
+        out.append(
+            "total = weights + trainable + optimizer + overhead + max(activations + logits + gradients "
+            "allocated by then, all gradients + optimizer-step temporaries)"
+        )
         out.append("assumptions:")
         out.extend(f"  - {a}" for a in self.assumptions)
         return out
@@ -417,12 +463,13 @@ def _dtype_bytes(name: Any) -> int:
 
 
 def uses_prefix_sharing(cfg: ORPOConfig) -> bool:
-    """Whether the trainer will use the shared layout: asked for, and an attention that takes a 4D mask
-    (`orpo_kit.forward.supports_prefix_sharing`; the tiny model is always built with sdpa)."""
+    """Whether the trainer will use the shared layout: the layout `orpo_kit.layouts.layout_for` picks for the
+    config's attention backend (the tiny model is always built with sdpa)."""
+    from .layouts import SHARED, layout_for
     from .models.load import TINY
 
     impl = "sdpa" if cfg.model_name_or_path == TINY else (cfg.attn_implementation or "eager")
-    return bool(cfg.prefix_sharing) and impl in ATTN_SHARED_IMPLEMENTATIONS
+    return layout_for(impl, cfg.prefix_sharing, cfg.packing) is SHARED
 
 
 def uses_chunked_logps(cfg: ORPOConfig, model_config: Any) -> bool:
@@ -431,13 +478,20 @@ def uses_chunked_logps(cfg: ORPOConfig, model_config: Any) -> bool:
     from .forward import _LOGIT_TRANSFORMS
 
     configs = [model_config, getattr(model_config, "get_text_config", lambda: model_config)()]
-    return bool(cfg.chunked_logps) and all(getattr(c, name, None) in (None, 1, 1.0)
-                                           for c in configs for name in _LOGIT_TRANSFORMS)
+    return bool(cfg.chunked_logps) and all(
+        getattr(c, name, None) in (None, 1, 1.0) for c in configs for name in _LOGIT_TRANSFORMS
+    )
 
 
 def estimate_memory(
-    cfg: ORPOConfig, model_config: Any = None, batch_size: int | None = None, seq_len: int | None = None, *,
-    completion_fraction: float = 1.0, device: str | None = None, new_tokens: int | None = None,
+    cfg: ORPOConfig,
+    model_config: Any = None,
+    batch_size: int | None = None,
+    seq_len: int | None = None,
+    *,
+    completion_fraction: float = 1.0,
+    device: str | None = None,
+    new_tokens: int | None = None,
     row_len: int | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one ORPO training step (bytes, by component) for a config, without loading weights.
@@ -495,35 +549,49 @@ def estimate_memory(
 
     # ---- weights
     if quantized:
-        per_weight = 0.5 + (1 / NF4_BLOCKSIZE + 4 / (NF4_BLOCKSIZE * DOUBLE_QUANT_BLOCKSIZE)
-                            if cfg.bnb_4bit_use_double_quant else 4 / NF4_BLOCKSIZE)
+        per_weight = 0.5 + (
+            1 / NF4_BLOCKSIZE + 4 / (NF4_BLOCKSIZE * DOUBLE_QUANT_BLOCKSIZE)
+            if cfg.bnb_4bit_use_double_quant
+            else 4 / NF4_BLOCKSIZE
+        )
         w4 = counts.linear_weights * per_weight
         wf = counts.not_quantized * 4
         weights = w4 + wf
-        details["weights"] = (f"{format_count(counts.linear_weights)} Linear weights in NF4 at {per_weight:.4f} B "
-                              f"+ {format_count(counts.not_quantized)} others in fp32")
-        notes.append(f"4-bit: {per_weight:.4f} byte/weight = 0.5 (two NF4 codes per byte) + "
-                     + (f"1/{NF4_BLOCKSIZE} (8-bit absmax per {NF4_BLOCKSIZE}-weight block, double quant) + "
-                        f"4/({NF4_BLOCKSIZE}*{DOUBLE_QUANT_BLOCKSIZE}) (an fp32 scale per {DOUBLE_QUANT_BLOCKSIZE} "
-                        "blocks)" if cfg.bnb_4bit_use_double_quant else f"4/{NF4_BLOCKSIZE} (fp32 absmax per block)")
-                     + "; embeddings, lm_head, norms stay floating point and peft's prepare_model_for_kbit_training "
-                       "casts them to fp32")
+        details["weights"] = (
+            f"{format_count(counts.linear_weights)} Linear weights in NF4 at {per_weight:.4f} B "
+            f"+ {format_count(counts.not_quantized)} others in fp32"
+        )
+        notes.append(
+            f"4-bit: {per_weight:.4f} byte/weight = 0.5 (two NF4 codes per byte) + "
+            + (
+                f"1/{NF4_BLOCKSIZE} (8-bit absmax per {NF4_BLOCKSIZE}-weight block, double quant) + "
+                f"4/({NF4_BLOCKSIZE}*{DOUBLE_QUANT_BLOCKSIZE}) (an fp32 scale per {DOUBLE_QUANT_BLOCKSIZE} "
+                "blocks)"
+                if cfg.bnb_4bit_use_double_quant
+                else f"4/{NF4_BLOCKSIZE} (fp32 absmax per block)"
+            )
+            + "; embeddings, lm_head, norms stay floating point and peft's prepare_model_for_kbit_training "
+            "casts them to fp32"
+        )
     else:
         weights = counts.total * 4
-        details["weights"] = (f"{format_count(counts.total)} params in fp32 (orpo_kit loads fp32; AMP keeps fp32 "
-                              "masters)")
+        details["weights"] = (
+            f"{format_count(counts.total)} params in fp32 (orpo_kit loads fp32; AMP keeps fp32 masters)"
+        )
     autocast_copies = 0
     if amp:
         # Autocast casts each matmul weight to 16 bit per forward and the cast copy is saved for backward.
-        matmul_params = (counts.embedding if shape.tied_embeddings else counts.lm_head)
+        matmul_params = counts.embedding if shape.tied_embeddings else counts.lm_head
         if not quantized:
             matmul_params += counts.linear_weights
         autocast_copies = matmul_params * 2
         weights += autocast_copies
         details["weights"] += f" + {format_bytes(autocast_copies)} 16-bit autocast copies"
-        notes.append("mixed precision: autocast's 16-bit copies of the fp32 matmul weights"
-                     + (" (lm_head; 4-bit layers dequantize themselves)" if quantized else "")
-                     + " live until backward")
+        notes.append(
+            "mixed precision: autocast's 16-bit copies of the fp32 matmul weights"
+            + (" (lm_head; 4-bit layers dequantize themselves)" if quantized else "")
+            + " live until backward"
+        )
 
     # ---- trainable parameters, gradients, optimizer
     if lora:
@@ -534,8 +602,9 @@ def estimate_memory(
         trainable = n_train * 4
         head_trainable = sum(cfg.lora_r * (i + o) for name, i, o in targets if name == "lm_head")
         per_layer_targets = len({n.rsplit(".", 1)[-1] for n, _, _ in targets if n != "lm_head"})
-        details["trainable"] = (f"LoRA r={cfg.lora_r} on {len(targets)} Linear layers: {format_count(n_lora)} fp32"
-                                + (f" + {n_tok:,} new-token rows" if n_tok else ""))
+        details["trainable"] = f"LoRA r={cfg.lora_r} on {len(targets)} Linear layers: {format_count(n_lora)} fp32" + (
+            f" + {n_tok:,} new-token rows" if n_tok else ""
+        )
     else:
         n_train = counts.total
         trainable = 0
@@ -560,20 +629,32 @@ def estimate_memory(
         opt_temp = n_train * 4
 
     # ---- activations
-    a_layer = layer_activation_bytes(shape, row_w, lora=lora, quantized=quantized, amp=amp, lora_r=cfg.lora_r,
-                                     n_lora_targets=per_layer_targets, mask_per_layer=not shared,
-                                     fused_swiglu=cfg.fused_swiglu and shape.swiglu)
+    a_layer = layer_activation_bytes(
+        shape,
+        row_w,
+        lora=lora,
+        quantized=quantized,
+        amp=amp,
+        lora_r=cfg.lora_r,
+        n_lora_targets=per_layer_targets,
+        mask_per_layer=not shared,
+        fused_swiglu=cfg.fused_swiglu and shape.swiglu,
+    )
     non_layer = (12 if not lora else 4) * shape.hidden_size  # final norm / lm_head input, per token
     act_full = tokens * (shape.num_layers * a_layer + non_layer + a_layer)  # + backward temporaries of a layer
     if cfg.gradient_checkpointing:
         ckpt = 4 * shape.hidden_size * shape.num_layers  # each layer's input (the fp32 residual stream)
         act_raw = tokens * (ckpt + non_layer + 2 * a_layer)  # + one layer recomputed and its backward temporaries
-        details["activations"] = (f"checkpointing: {tokens:,} tokens x ({shape.num_layers} layer inputs x "
-                                  f"{4 * shape.hidden_size} B + 2 x {a_layer / 1024:,.1f} KiB recomputed layer)")
+        details["activations"] = (
+            f"checkpointing: {tokens:,} tokens x ({shape.num_layers} layer inputs x "
+            f"{4 * shape.hidden_size} B + 2 x {a_layer / 1024:,.1f} KiB recomputed layer)"
+        )
     else:
         act_raw = act_full
-        details["activations"] = (f"{tokens:,} tokens x {shape.num_layers} layers x {a_layer / 1024:,.1f} KiB "
-                                  f"(+1 layer of backward temporaries)")
+        details["activations"] = (
+            f"{tokens:,} tokens x {shape.num_layers} layers x {a_layer / 1024:,.1f} KiB "
+            f"(+1 layer of backward temporaries)"
+        )
     # CPU with cpu_return_freed_memory (opt-in): blocks over the threshold go back to the OS when freed,
     # so the heap keeps no holes of that size; else glibc's own threshold (up to 32 MiB) and its heap history.
     cpu_mmap = dev == "cpu" and bool(getattr(cfg, "cpu_return_freed_memory", False))
@@ -595,11 +676,15 @@ def estimate_memory(
         floor = CALIBRATION["cpu_checkpointing_retained"] * act_full * factor
         if floor > activations:
             activations = floor
-            details["activations"] += (f"; CPU heap floor: {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
-                                       "activations without checkpointing")
-        notes.append("CPU + gradient checkpointing: the glibc heap keeps what the recomputed layers' temporaries "
-                     f"grew it to; floor = {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
-                     "no-checkpointing activations (measured on smol, LoRA, 2 x 256, plain layout)")
+            details["activations"] += (
+                f"; CPU heap floor: {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
+                "activations without checkpointing"
+            )
+        notes.append(
+            "CPU + gradient checkpointing: the glibc heap keeps what the recomputed layers' temporaries "
+            f"grew it to; floor = {CALIBRATION['cpu_checkpointing_retained']:.0%} of the "
+            "no-checkpointing activations (measured on smol, LoRA, 2 x 256, plain layout)"
+        )
     if shared:  # the [B, 1, W, W] additive mask in the model's dtype (fp32), alive for the whole step
         mask = rows * row_w * row_w * 4
         mask_held = mask if dev == "cpu" and mask >= mmap_threshold else mask * factor
@@ -611,25 +696,33 @@ def estimate_memory(
     if chunked:
         chunk = max(1, min(needed, int(cfg.logps_chunk_size)))
         block = chunk * vocab * 4  # one chunk's fp32 logits (or their fp32 copy under autocast)
-        pieces = [HEAD_CHUNK_BLOCKS_BACKWARD * block,  # a chunk's backward: recomputed logits and gradients
-                  needed * shape.hidden_size * 4,  # hidden states of the needed positions, gathered: [N, H]
-                  rows * vocab * logit_bytes]  # the model's own logits: one position per row (logits_to_keep=1)
+        pieces = [
+            HEAD_CHUNK_BLOCKS_BACKWARD * block,  # a chunk's backward: recomputed logits and gradients
+            needed * shape.hidden_size * 4,  # hidden states of the needed positions, gathered: [N, H]
+            rows * vocab * logit_bytes,
+        ]  # the model's own logits: one position per row (logits_to_keep=1)
         if logit_bytes != 4:
             pieces.append(2 * chunk * vocab * logit_bytes)  # the 16-bit logits and their 16-bit gradient
         n_chunks = -(-needed // chunk)
-        details["logits"] = (f"chunks of {chunk:,} rows x V {vocab:,}, recomputed in backward "
-                             f"({HEAD_CHUNK_BLOCKS_BACKWARD} fp32 blocks of {format_bytes(block)} while one runs; "
-                             f"{n_chunks} chunk{'s' if n_chunks != 1 else ''} for {needed:,} positions) "
-                             f"+ [{needed:,}, {shape.hidden_size}] gathered hidden states")
+        details["logits"] = (
+            f"chunks of {chunk:,} rows x V {vocab:,}, recomputed in backward "
+            f"({HEAD_CHUNK_BLOCKS_BACKWARD} fp32 blocks of {format_bytes(block)} while one runs; "
+            f"{n_chunks} chunk{'s' if n_chunks != 1 else ''} for {needed:,} positions) "
+            f"+ [{needed:,}, {shape.hidden_size}] gathered hidden states"
+        )
     else:
-        pieces = [rows * row_w * vocab * logit_bytes,  # the model's logits
-                  needed * vocab * logit_bytes,  # flat[positions]: the rows the loss uses
-                  min(needed, LOSS_CHUNK_ROWS) * vocab * 4]  # log-softmax temporary of one chunk (fp32)
+        pieces = [
+            rows * row_w * vocab * logit_bytes,  # the model's logits
+            needed * vocab * logit_bytes,  # flat[positions]: the rows the loss uses
+            min(needed, LOSS_CHUNK_ROWS) * vocab * 4,
+        ]  # log-softmax temporary of one chunk (fp32)
         if logit_bytes != 4:
             pieces.append(needed * vocab * 4)  # .float() copies of each chunk, saved by logsumexp
-        details["logits"] = (f"[{rows}, {row_w}, {vocab:,}] {'16-bit' if amp else 'fp32'} + {needed:,} selected "
-                             f"rows + {min(needed, LOSS_CHUNK_ROWS):,}-row fp32 log-softmax chunk"
-                             + (" + fp32 copies" if logit_bytes != 4 else ""))
+        details["logits"] = (
+            f"[{rows}, {row_w}, {vocab:,}] {'16-bit' if amp else 'fp32'} + {needed:,} selected "
+            f"rows + {min(needed, LOSS_CHUNK_ROWS):,}-row fp32 log-softmax chunk"
+            + (" + fp32 copies" if logit_bytes != 4 else "")
+        )
     if dev == "cpu":  # blocks under glibc's mmap threshold live in the heap and fragment like activations
         logits = sum(p if p >= mmap_threshold else p * factor for p in pieces)
     else:
@@ -646,8 +739,9 @@ def estimate_memory(
 
     # ---- peak (whole bytes first, so the fields add up to the total exactly)
     weights, trainable, gradients, optimizer, activations, logits, overhead, grads_at_peak, opt_temp = (
-        int(x) for x in (weights, trainable, gradients, optimizer, activations, logits, overhead, grads_at_peak,
-                         opt_temp))
+        int(x)
+        for x in (weights, trainable, gradients, optimizer, activations, logits, overhead, grads_at_peak, opt_temp)
+    )
     base = weights + trainable + optimizer + overhead
     during = activations + logits + grads_at_peak
     after = gradients + opt_temp
@@ -655,31 +749,47 @@ def estimate_memory(
     phase = "end of forward / start of backward" if during >= after else "optimizer step (after backward)"
 
     if shared:
-        layout_note = (f"rows = 1 per pair ([prompt][chosen][rejected]) x batch {batch} = {rows}, each padded to "
-                       f"{row_w} tokens = {tokens:,} tokens"
-                       + ("" if row_len is not None else
-                          f" (assumed: max_length {t} x (1 + completion fraction {completion_fraction:.2f}) = a "
-                          f"prompt of {prompt_len} and chosen and rejected of {math.ceil(completion_per_pair / 2)} "
-                          "tokens each; the worst case at fraction 1; pass completion_fraction or row_len to "
-                          "estimate_memory for your data)")
-                       + "; 4D additive attention mask, positions restart at the rejected answer")
+        layout_note = (
+            f"rows = 1 per pair ([prompt][chosen][rejected]) x batch {batch} = {rows}, each padded to "
+            f"{row_w} tokens = {tokens:,} tokens"
+            + (
+                ""
+                if row_len is not None
+                else f" (assumed: max_length {t} x (1 + completion fraction {completion_fraction:.2f}) = a "
+                f"prompt of {prompt_len} and chosen and rejected of {math.ceil(completion_per_pair / 2)} "
+                "tokens each; the worst case at fraction 1; pass completion_fraction or row_len to "
+                "estimate_memory for your data)"
+            )
+            + "; 4D additive attention mask, positions restart at the rejected answer"
+        )
     else:
-        layout_note = (f"rows = 2 per pair (chosen + rejected) x batch {batch} = {rows}, each padded to {t} tokens "
-                       f"= {tokens:,} tokens" + ("" if cfg.prefix_sharing else " (prefix_sharing off)")
-                       + (f" (prefix sharing needs eager or sdpa attention, not {cfg.attn_implementation})"
-                          if cfg.prefix_sharing else ""))
+        layout_note = (
+            f"rows = 2 per pair (chosen + rejected) x batch {batch} = {rows}, each padded to {t} tokens "
+            f"= {tokens:,} tokens"
+            + ("" if cfg.prefix_sharing else " (prefix_sharing off)")
+            + (
+                f" (prefix sharing needs eager or sdpa attention, not {cfg.attn_implementation})"
+                if cfg.prefix_sharing
+                else ""
+            )
+        )
     if chunked:
-        path_note = (f"logits: chunks of {int(cfg.logps_chunk_size)} rows x V, recomputed in backward; the model "
-                     f"computes one logit row per sequence; log-probs needed at {needed:,} positions")
+        path_note = (
+            f"logits: chunks of {int(cfg.logps_chunk_size)} rows x V, recomputed in backward; the model "
+            f"computes one logit row per sequence; log-probs needed at {needed:,} positions"
+        )
     else:
-        path_note = (f"logits: full [{rows}, {row_w}, V] from the model"
-                     + ("" if not cfg.chunked_logps else " (the model transforms its logits: no chunked path)")
-                     + f"; log-probs needed at {needed:,} positions")
+        path_note = (
+            f"logits: full [{rows}, {row_w}, V] from the model"
+            + ("" if not cfg.chunked_logps else " (the model transforms its logits: no chunked path)")
+            + f"; log-probs needed at {needed:,} positions"
+        )
     notes[:0] = [
         layout_note,
-        path_note + f" ({completion_fraction:.0%} of the plain layout's {2 * batch * t:,} positions are completions"
-        + (", + chosen prompts (nll_tokens=prompt_and_response)" if cfg.nll_tokens == "prompt_and_response"
-           else "") + ")",
+        path_note
+        + f" ({completion_fraction:.0%} of the plain layout's {2 * batch * t:,} positions are completions"
+        + (", + chosen prompts (nll_tokens=prompt_and_response)" if cfg.nll_tokens == "prompt_and_response" else "")
+        + ")",
         f"model: {shape.model_type}, {shape.num_layers} layers, hidden {shape.hidden_size}, intermediate "
         f"{shape.intermediate_size}, {shape.num_heads} heads / {shape.num_kv_heads} kv heads, vocab {vocab:,}"
         + (f" ({shape.vocab_size:,} + {added} ChatML tokens, rounded to 64)" if added else "")
@@ -690,28 +800,56 @@ def estimate_memory(
         "activations: per-layer bytes counted on transformers 5.24 (sdpa); other attention kernels differ",
     ]
     if dev == "cpu":
-        notes.append("device cpu: the figure is peak RSS growth from just before the model loads (Python, torch "
-                     f"and the tokenizer not included); "
-                     + (f"cpu_return_freed_memory: freed blocks over {format_bytes(mmap_threshold)} go back to the OS; "
-                        f"factor calibrated on {CALIBRATION['source_return_freed']}" if cpu_mmap else
-                        f"glibc's default allocator; heap factor calibrated on {CALIBRATION['source']}"))
+        notes.append(
+            "device cpu: the figure is peak RSS growth from just before the model loads (Python, torch "
+            "and the tokenizer not included); "
+            + (
+                f"cpu_return_freed_memory: freed blocks over {format_bytes(mmap_threshold)} go back to the OS; "
+                f"factor calibrated on {CALIBRATION['source_return_freed']}"
+                if cpu_mmap
+                else f"glibc's default allocator; heap factor calibrated on {CALIBRATION['source']}"
+            )
+        )
     else:
-        notes.append(f"device {dev}: allocated memory; add the CUDA context (0.3-1 GiB) for nvidia-smi; the "
-                     "allocator factor is an assumption, checked on CPU only")
+        notes.append(
+            f"device {dev}: allocated memory; add the CUDA context (0.3-1 GiB) for nvidia-smi; the "
+            "allocator factor is an assumption, checked on CPU only"
+        )
     notes.append("evaluation runs without gradients (smaller) and is not included")
     return MemoryEstimate(
-        weights=weights, trainable=trainable, gradients=gradients, optimizer=optimizer, activations=activations,
-        logits=logits, overhead=overhead, total=total, gradients_at_peak=grads_at_peak, optimizer_step_temp=opt_temp,
+        weights=weights,
+        trainable=trainable,
+        gradients=gradients,
+        optimizer=optimizer,
+        activations=activations,
+        logits=logits,
+        overhead=overhead,
+        total=total,
+        gradients_at_peak=grads_at_peak,
+        optimizer_step_temp=opt_temp,
         peak_phase=phase,
-        params_total=counts.total, params_trainable=n_train, batch_size=batch, seq_len=t, device=dev,
-        layout="shared" if shared else "plain", rows=rows, row_len=row_w, chunked_logps=chunked,
+        params_total=counts.total,
+        params_trainable=n_train,
+        batch_size=batch,
+        seq_len=t,
+        device=dev,
+        layout="shared" if shared else "plain",
+        rows=rows,
+        row_len=row_w,
+        chunked_logps=chunked,
         logp_positions=needed,
-        details=details, assumptions=notes,
+        details=details,
+        assumptions=notes,
     )
 
 
-def estimate_command(preset: str | None = None, config_file: str | Path | None = None, max_length: int | None = None,
-                     batch_size: int | None = None, overrides: dict[str, Any] | list[str] | None = None) -> str:
+def estimate_command(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    max_length: int | None = None,
+    batch_size: int | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> str:
     """The text `orpo-kit estimate` prints: the resolved run, the table and the assumptions.
 
     Config sources as for `orpo-kit train` (preset < config file < overrides; the smol preset when neither a
@@ -738,6 +876,7 @@ def estimate_command(preset: str | None = None, config_file: str | Path | None =
         "",
     ]
     return "\n".join(head + est.lines())
+
 
 # ---- measurement ---------------------------------------------------------------------------------------
 def _proc_status_kb(field_name: str) -> int:
@@ -781,8 +920,9 @@ def synthetic_pairs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 
     out = []
     for i in range(batch_size):
         ids = torch.randint(3, vocab_size, (prompt + chosen + rejected,), generator=gen).tolist()
-        out.append(TokenizedPair(ids[:prompt], ids[prompt:prompt + chosen], ids[prompt + chosen:],
-                                 origin=f"synthetic:{i}"))
+        out.append(
+            TokenizedPair(ids[:prompt], ids[prompt : prompt + chosen], ids[prompt + chosen :], origin=f"synthetic:{i}")
+        )
     return out
 
 
@@ -801,8 +941,11 @@ def synthetic_row_len(seq_len: int) -> int:
 def synthetic_estimate_kwargs(seq_len: int) -> dict[str, Any]:
     """`estimate_memory` keywords describing `measure_training_peak`'s synthetic workload at seq_len (either
     layout): `estimate_memory(cfg, batch_size=b, device="cpu", **synthetic_estimate_kwargs(seq_len))`."""
-    return {"seq_len": seq_len, "completion_fraction": synthetic_completion_fraction(seq_len),
-            "row_len": synthetic_row_len(seq_len)}
+    return {
+        "seq_len": seq_len,
+        "completion_fraction": synthetic_completion_fraction(seq_len),
+        "row_len": synthetic_row_len(seq_len),
+    }
 
 
 def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -818,20 +961,27 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = ORPOConfig(**spec["cfg"])
     batch, seq_len, steps = int(spec["batch_size"]), int(spec["seq_len"]), int(spec["steps"])
     tokenizer = load_tokenizer(cfg)
-    few = [PreferencePair([{"role": "user", "content": f"Question {i}?"}], f"Answer {i}.", f"No {i}.")
-           for i in range(batch + 1)]
+    few = [
+        PreferencePair([{"role": "user", "content": f"Question {i}?"}], f"Answer {i}.", f"No {i}.")
+        for i in range(batch + 1)
+    ]
     gc.collect()
     reset = _reset_peak()
     baseline_kb = _proc_status_kb("VmRSS")
     model = load_model(cfg, tokenizer)
     after_load_kb = _proc_status_kb("VmRSS")
     with tempfile.TemporaryDirectory(prefix="orpo_kit_mem_") as tmp:
-        cfg = cfg.replace(output_dir=tmp, per_device_train_batch_size=batch, gradient_accumulation_steps=1,
-                          max_steps=max(steps, 1), device="cpu")
+        cfg = cfg.replace(
+            output_dir=tmp,
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=1,
+            max_steps=max(steps, 1),
+            device="cpu",
+        )
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer, train_pairs=few[:batch], eval_pairs=few[batch:])
         vocab = model.get_input_embeddings().weight.shape[0]
         trainer.train_data = synthetic_pairs(batch, seq_len, min(vocab, len(tokenizer)), seed=cfg.seed)
-        layout = "shared" if trainer.layout["prefix_sharing"] else "packed" if trainer.layout["packing"] else "plain"
+        layout = trainer.layout.name
         chunked = bool(cfg.chunked_logps and supports_chunked_logps(trainer.model))
         losses = []
         rss_after_steps = []
@@ -841,16 +991,30 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
         peak_kb = _proc_status_kb("VmHWM")
     mb = 1024.0
     return {
-        "baseline_mb": baseline_kb / mb, "after_load_mb": after_load_kb / mb, "peak_mb": peak_kb / mb,
-        "peak_growth_mb": (peak_kb - baseline_kb) / mb, "rss_after_steps_mb": [r / mb for r in rss_after_steps],
-        "peak_was_reset": reset, "losses": losses, "batch_size": batch, "seq_len": seq_len, "steps": steps,
-        "threads": torch.get_num_threads(), "layout": layout, "chunked_logps": chunked,
+        "baseline_mb": baseline_kb / mb,
+        "after_load_mb": after_load_kb / mb,
+        "peak_mb": peak_kb / mb,
+        "peak_growth_mb": (peak_kb - baseline_kb) / mb,
+        "rss_after_steps_mb": [r / mb for r in rss_after_steps],
+        "peak_was_reset": reset,
+        "losses": losses,
+        "batch_size": batch,
+        "seq_len": seq_len,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        "layout": layout,
+        "chunked_logps": chunked,
     }
 
 
-def measure_training_peak(cfg: ORPOConfig, steps: int = 2, seq_len: int | None = None,
-                          batch_size: int | None = None, threads: int | None = 2,
-                          timeout: float | None = 1800) -> dict[str, Any]:
+def measure_training_peak(
+    cfg: ORPOConfig,
+    steps: int = 2,
+    seq_len: int | None = None,
+    batch_size: int | None = None,
+    threads: int | None = 2,
+    timeout: float | None = 1800,
+) -> dict[str, Any]:
     """Peak RSS growth of real training steps, measured in a fresh Python process (so earlier peaks don't count).
 
     The child loads the tokenizer, records VmRSS just before the model loads (and resets VmHWM there), loads
@@ -865,15 +1029,21 @@ def measure_training_peak(cfg: ORPOConfig, steps: int = 2, seq_len: int | None =
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     spec = {
-        "cfg": cfg.to_dict(), "steps": steps, "threads": threads,
-        "seq_len": seq_len or cfg.max_length, "batch_size": batch_size or cfg.per_device_train_batch_size,
+        "cfg": cfg.to_dict(),
+        "steps": steps,
+        "threads": threads,
+        "seq_len": seq_len or cfg.max_length,
+        "batch_size": batch_size or cfg.per_device_train_batch_size,
     }
-    code = ("import json, sys\nfrom orpo_kit.memory import _measure_worker, MEASURE_TAG\n"
-            "res = _measure_worker(json.loads(sys.argv[1]))\nprint(MEASURE_TAG + json.dumps(res), flush=True)\n")
+    code = (
+        "import json, sys\nfrom orpo_kit.memory import _measure_worker, MEASURE_TAG\n"
+        "res = _measure_worker(json.loads(sys.argv[1]))\nprint(MEASURE_TAG + json.dumps(res), flush=True)\n"
+    )
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, timeout=timeout, env=env
+    )
     for line in proc.stdout.splitlines():
         if line.startswith(MEASURE_TAG):
-            return json.loads(line[len(MEASURE_TAG):])
+            return json.loads(line[len(MEASURE_TAG) :])
     raise RuntimeError(f"memory measurement failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")

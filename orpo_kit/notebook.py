@@ -8,8 +8,17 @@ import platform
 import random
 
 SMOKE_ENV = "ORPO_KIT_SMOKE"  # one switch for the whole project: "1" shrinks sizes, never skips cells
-PACKAGES = ("orpo_kit", "torch", "transformers", "accelerate", "peft", "datasets", "bitsandbytes", "matplotlib",
-            "ipywidgets")
+PACKAGES = (
+    "orpo_kit",
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "datasets",
+    "bitsandbytes",
+    "matplotlib",
+    "ipywidgets",
+)
 
 
 def smoke() -> bool:

@@ -48,8 +48,9 @@ def _base_model(cfg: ORPOConfig, tokenizer: Any, dtype: torch.dtype | None = Non
     full-precision weights in that dtype (what a merge should start from)."""
     from .models.load import load_base_model
 
-    base_cfg = cfg.replace(use_lora=False, gradient_checkpointing=False,
-                           load_in_4bit=cfg.load_in_4bit and dtype is None)
+    base_cfg = cfg.replace(
+        use_lora=False, gradient_checkpointing=False, load_in_4bit=cfg.load_in_4bit and dtype is None
+    )
     model, _ = load_base_model(base_cfg, tokenizer)
     return model.to(dtype) if dtype is not None else model
 
@@ -77,20 +78,34 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype |
 
 @torch.no_grad()
 def generate(
-    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0,
-    top_p: float = 1.0, seed: int = 0,
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
 ) -> list[str]:
     """Answers to user prompts through the chat template (greedy at temperature 0), one at a time."""
     answers = []
     device = next(model.parameters()).device
     for prompt in prompts:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"].to(device)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"].to(device)
         torch.manual_seed(seed)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
-        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+        sampling = (
+            dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        )
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
+        answers.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
     return answers
 
 
@@ -102,7 +117,7 @@ def side_by_side(run: LoadedRun, prompts: list[str], **kwargs: Any) -> list[dict
             base = generate(run.model, run.tokenizer, prompts, **kwargs)
     else:
         base = generate(_base_model(run.cfg, run.tokenizer).eval(), run.tokenizer, prompts, **kwargs)
-    return [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base, tuned)]
+    return [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base, tuned, strict=True)]
 
 
 MODEL_CARD = """---
@@ -121,8 +136,9 @@ Load with plain transformers: `AutoModelForCausalLM.from_pretrained("{name}")`; 
 """
 
 
-def merge_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best",
-              dtype: torch.dtype = torch.float32) -> Path:
+def merge_run(
+    run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype = torch.float32
+) -> Path:
     """Merge a LoRA run into full weights and save safetensors, tokenizer, chat template and a model card,
     loadable by plain transformers. A QLoRA run merges into the original full-precision base weights in
     `dtype` (not the 4-bit rounding it trained on), as is usual for QLoRA merges."""
@@ -134,20 +150,32 @@ def merge_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best"
     merged.save_pretrained(out, safe_serialization=True)
     run.tokenizer.save_pretrained(out)
     cfg = run.cfg
-    (out / "README.md").write_text(MODEL_CARD.format(
-        name=out.name, base=cfg.model_name_or_path, checkpoint=run.checkpoint.name, lam=cfg.orpo_lambda,
-        nll=cfg.nll_tokens, r=cfg.lora_r, alpha=cfg.lora_alpha, dtype=str(dtype).replace("torch.", ""),
-        data=cfg.data), encoding="utf-8")
+    (out / "README.md").write_text(
+        MODEL_CARD.format(
+            name=out.name,
+            base=cfg.model_name_or_path,
+            checkpoint=run.checkpoint.name,
+            lam=cfg.orpo_lambda,
+            nll=cfg.nll_tokens,
+            r=cfg.lora_r,
+            alpha=cfg.lora_alpha,
+            dtype=str(dtype).replace("torch.", ""),
+            data=cfg.data,
+        ),
+        encoding="utf-8",
+    )
     return out
 
 
-def _eval_model(model: Any, tokenizer: Any, pairs: list, tokenized: list, max_new_tokens: int,
-                with_generation: bool) -> dict[str, Any]:
+def _eval_model(
+    model: Any, tokenizer: Any, pairs: list, tokenized: list, max_new_tokens: int, with_generation: bool
+) -> dict[str, Any]:
     """Reward accuracy (overall, per skill) and, optionally, per-skill checks of greedy answers."""
     from .evaluate import generation_scores, reward_accuracy, score_pairs
 
-    result: dict[str, Any] = {"reward_accuracy": reward_accuracy(score_pairs(model, tokenized, tokenizer.pad_token_id,
-                                                                             pairs=pairs))}
+    result: dict[str, Any] = {
+        "reward_accuracy": reward_accuracy(score_pairs(model, tokenized, tokenizer.pad_token_id, pairs=pairs))
+    }
     if with_generation:
         answers = generate(model, tokenizer, [p.prompt for p in pairs], max_new_tokens=max_new_tokens)
         result["generation"] = generation_scores(answers, pairs)
@@ -155,8 +183,12 @@ def _eval_model(model: Any, tokenizer: Any, pairs: list, tokenized: list, max_ne
 
 
 def evaluate_run(
-    run_dir: str | Path, checkpoint: str = "best", max_pairs: int | None = None, with_generation: bool = True,
-    include_base: bool = True, max_new_tokens: int = 48,
+    run_dir: str | Path,
+    checkpoint: str = "best",
+    max_pairs: int | None = None,
+    with_generation: bool = True,
+    include_base: bool = True,
+    max_new_tokens: int = 48,
 ) -> dict[str, Any]:
     """Held-out reward accuracy and generation checks per skill, for the tuned model and (optionally) its base."""
     from .data import tokenize_pairs
@@ -166,8 +198,12 @@ def evaluate_run(
     cfg = run.cfg
     evals = load_train_eval(cfg.replace(max_eval_pairs=max_pairs or cfg.max_eval_pairs))[1]
     tokenized = tokenize_pairs(run.tokenizer, evals, cfg.max_length, cfg.max_prompt_length, cfg.min_completion_tokens)
-    out = {"run": str(run_dir), "checkpoint": run.checkpoint.name, "n_pairs": len(evals),
-           "tuned": _eval_model(run.model, run.tokenizer, evals, tokenized, max_new_tokens, with_generation)}
+    out = {
+        "run": str(run_dir),
+        "checkpoint": run.checkpoint.name,
+        "n_pairs": len(evals),
+        "tuned": _eval_model(run.model, run.tokenizer, evals, tokenized, max_new_tokens, with_generation),
+    }
     if include_base and run.is_adapter:
         with run.model.disable_adapter():
             out["base"] = _eval_model(run.model, run.tokenizer, evals, tokenized, max_new_tokens, with_generation)
@@ -185,10 +221,16 @@ def results_table(results: list[dict[str, Any]]) -> list[str]:
                 gen = res[which].get("generation", {})
                 rows.append((name, {"all": acc["all"], **acc.get("per_skill", {})}, gen))
     skills = sorted({k for _, acc, _ in rows for k in acc if k != "all"})
-    lines = ["reward accuracy (held-out pairs) | generation checks",
-             f"{'model':28s} {'all':>6s} " + " ".join(f"{s[:11]:>11s}" for s in skills)]
+    lines = [
+        "reward accuracy (held-out pairs) | generation checks",
+        f"{'model':28s} {'all':>6s} " + " ".join(f"{s[:11]:>11s}" for s in skills),
+    ]
     for name, acc, gen in rows:
-        cells = " ".join(f"{acc.get(s, float('nan')):>5.2f}|{gen[s]:<5.2f}" if s in gen else f"{acc.get(s, float('nan')):>5.2f}|  -  "
-                         for s in skills)
+        cells = " ".join(
+            f"{acc.get(s, float('nan')):>5.2f}|{gen[s]:<5.2f}"
+            if s in gen
+            else f"{acc.get(s, float('nan')):>5.2f}|  -  "
+            for s in skills
+        )
         lines.append(f"{name[:28]:28s} {acc['all']:>6.3f} {cells}")
     return lines

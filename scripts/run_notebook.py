@@ -47,7 +47,9 @@ def run(path: Path) -> None:
     """Execute top to bottom in the notebook's folder, then save stripped."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata["kernelspec"] = KERNELSPEC
-    NotebookClient(nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     strip(nb)
     nbformat.write(nb, path)
     print(f"executed {path}")

@@ -18,7 +18,10 @@ def test_lean_heap_env_adds_both_tunables_and_keeps_the_users():
     env = lean_heap_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "PATH": "/bin"})
     assert env["PATH"] == "/bin"
     assert env["GLIBC_TUNABLES"].split(":") == [
-        "glibc.malloc.arena_max=2", "glibc.malloc.tcache_count=0", "glibc.malloc.mxfast=0"]
+        "glibc.malloc.arena_max=2",
+        "glibc.malloc.tcache_count=0",
+        "glibc.malloc.mxfast=0",
+    ]
     assert lean_heap_active(env)
     assert not lean_heap_active({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert not lean_heap_active({})
@@ -35,24 +38,34 @@ def _child_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-PROBE = ("import os, sys; from orpo_kit.allocator import restart_with_lean_heap; print('start', flush=True); "
-         "restart_with_lean_heap(['-c', 'import os; print(\"restarted\", os.environ.get(\"GLIBC_TUNABLES\"), "
-         "os.environ.get(\"ORPO_KIT_LEAN_HEAP\"))']); print('not restarted')")
+PROBE = (
+    "import os, sys; from orpo_kit.allocator import restart_with_lean_heap; print('start', flush=True); "
+    'restart_with_lean_heap([\'-c\', \'import os; print("restarted", os.environ.get("GLIBC_TUNABLES"), '
+    "os.environ.get(\"ORPO_KIT_LEAN_HEAP\"))']); print('not restarted')"
+)
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_restart_happens_once_with_the_tunables():
-    out = subprocess.run([sys.executable, "-c", PROBE], env=_child_env(), capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=_child_env(), capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "start"
     assert out[1] == "restarted glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0 1"
 
 
-@pytest.mark.parametrize("extra", [{LEAN_HEAP_SWITCH: "0"}, {LEAN_HEAP_SWITCH: "1"},
-                                   {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {LEAN_HEAP_SWITCH: "0"},
+        {LEAN_HEAP_SWITCH: "1"},
+        {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0"},
+    ],
+)
 def test_no_restart_when_opted_out_already_restarted_or_already_lean(extra):
-    out = subprocess.run([sys.executable, "-c", PROBE], env=_child_env(**extra), capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=_child_env(**extra), capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[:2] == ["start", "not restarted"]
 
 
@@ -81,9 +94,25 @@ def test_the_console_script_restarts_train_but_in_process_calls_never_do(monkeyp
 def test_orpo_kit_train_runs_with_the_lean_heap(tmp_path):
     """End to end: the command restarts itself, trains, and says which heap it ran with."""
     env = _child_env(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
-    out = subprocess.run([sys.executable, "-m", "orpo_kit", "train", "--preset", "tiny", "--max-steps", "1",
-                          "--output-dir", str(tmp_path / "run"), "device=cpu"], env=env, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orpo_kit",
+            "train",
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--output-dir",
+            str(tmp_path / "run"),
+            "device=cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "C heap        : lean (glibc small-block caches off)" in out.stdout
     assert (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()

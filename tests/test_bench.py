@@ -19,8 +19,20 @@ import torch
 
 from orpo_kit import bench
 from orpo_kit.bench_workloads import (
-    BOS_ID, EOS_ID, MIXES, PAD_ID, VOCAB_SIZE, build_tokenizer, count_params, load_pairs, make_pairs, model_config,
-    preference_pairs, save_model_dir, save_pairs, trl_rows,
+    BOS_ID,
+    EOS_ID,
+    MIXES,
+    PAD_ID,
+    VOCAB_SIZE,
+    build_tokenizer,
+    count_params,
+    load_pairs,
+    make_pairs,
+    model_config,
+    preference_pairs,
+    save_model_dir,
+    save_pairs,
+    trl_rows,
 )
 from orpo_kit.data import tokenize_pairs
 
@@ -43,10 +55,20 @@ def workdir(tmp_path_factory):
 
 def _spec(workdir: Path, impl: str, adapter: str = "lora") -> dict:
     run_dir = workdir / "runs" / f"{impl}-{adapter}"
-    return {"impl": impl, "mix": "tiny", "adapter": adapter, "repeat": 0, "device": "cpu", "threads": 1,
-            "warmup": 1, "total_steps": 2, "model_dir": str(workdir / "model"),
-            "pairs_path": str(workdir / "pairs-tiny.json"), "run_dir": str(run_dir),
-            "result_path": str(run_dir / "result.json")}
+    return {
+        "impl": impl,
+        "mix": "tiny",
+        "adapter": adapter,
+        "repeat": 0,
+        "device": "cpu",
+        "threads": 1,
+        "warmup": 1,
+        "total_steps": 2,
+        "model_dir": str(workdir / "model"),
+        "pairs_path": str(workdir / "pairs-tiny.json"),
+        "run_dir": str(run_dir),
+        "result_path": str(run_dir / "result.json"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +110,17 @@ def test_orpo_kit_and_trl_style_tokenization_give_the_workload_ids(tokenizer, tm
     assert load_pairs(tmp_path / "pairs.json") == pairs
     # orpo_kit: its own chat-template tokenization of the PreferencePairs
     ours = tokenize_pairs(tokenizer, preference_pairs(pairs), max_length=4096, max_prompt_length=4096)
-    assert [(t.prompt_ids, t.chosen_ids, t.rejected_ids) for t in ours] == \
-        [(p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in pairs]
+    assert [(t.prompt_ids, t.chosen_ids, t.rejected_ids) for t in ours] == [
+        (p.prompt_ids, p.chosen_ids, p.rejected_ids) for p in pairs
+    ]
     # TRL's tokenize_row on standard rows: prompt without specials, answer = enc(prompt + answer) minus the
     # prompt, then bos before the prompt and eos after each answer
-    for row, p in zip(trl_rows(pairs), pairs):
+    for row, p in zip(trl_rows(pairs), pairs, strict=True):
         prompt = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
         for key, want in (("chosen", p.chosen_ids), ("rejected", p.rejected_ids)):
             full = tokenizer(row["prompt"] + row[key], add_special_tokens=False)["input_ids"]
-            assert full[:len(prompt)] == prompt
-            assert full[len(prompt):] + [tokenizer.eos_token_id] == want
+            assert full[: len(prompt)] == prompt
+            assert full[len(prompt) :] + [tokenizer.eos_token_id] == want
         assert [tokenizer.bos_token_id] + prompt == p.prompt_ids
 
 
@@ -135,17 +158,29 @@ def test_both_trainers_train_the_same_lora_parameters(worker_records):
 
 # ---- reports --------------------------------------------------------------------------------------------
 def _fake_run(impl, mix, repeat, pairs_per_s, peak, loss=2.0):
-    return {"impl": impl, "mix": mix, "adapter": "lora", "repeat": repeat, "pairs_per_s": pairs_per_s,
-            "tokens_per_s": 100 * pairs_per_s, "peak_mem_gb": peak, "loss_step0": loss, "step_times_s": [1.0],
-            "trainable_params": 10, "worker_wall_s": 3.0}
+    return {
+        "impl": impl,
+        "mix": mix,
+        "adapter": "lora",
+        "repeat": repeat,
+        "pairs_per_s": pairs_per_s,
+        "tokens_per_s": 100 * pairs_per_s,
+        "peak_mem_gb": peak,
+        "loss_step0": loss,
+        "step_times_s": [1.0],
+        "trainable_params": 10,
+        "worker_wall_s": 3.0,
+    }
 
 
 def test_aggregate_table_json_and_chart(tmp_path):
     runs = []
     for repeat in range(2):
-        runs += [_fake_run("orpo_kit", "prompt_heavy", repeat, 2.0 + repeat, 1.0, loss=1.9),
-                 _fake_run("trl", "prompt_heavy", repeat, 1.0, 3.0),
-                 _fake_run("orpo_kit_trl_compat", "prompt_heavy", repeat, 2.0, 1.1, loss=2.0 + 1e-7)]
+        runs += [
+            _fake_run("orpo_kit", "prompt_heavy", repeat, 2.0 + repeat, 1.0, loss=1.9),
+            _fake_run("trl", "prompt_heavy", repeat, 1.0, 3.0),
+            _fake_run("orpo_kit_trl_compat", "prompt_heavy", repeat, 2.0, 1.1, loss=2.0 + 1e-7),
+        ]
     runs.append({"impl": "orpo_kit", "mix": "uf_like", "adapter": "lora", "repeat": 0, "error": "boom"})
     records = bench.aggregate(runs, flops_params=1000, matmul_gflops=1.0)
     by_impl = {(r["impl"], r["mix"]): r for r in records}
@@ -158,12 +193,19 @@ def test_aggregate_table_json_and_chart(tmp_path):
     agreement = bench.loss_agreement(records)
     assert agreement[0]["passed"] and agreement[0]["rel_diff"] == pytest.approx(5e-8, rel=1e-3)
     checks = bench.acceptance(records, 100.0, "quick", agreement)
-    assert {(c["check"], c["passed"]) for c in checks} >= {("speed-up vs TRL (pairs/s)", True),
-                                                         ("peak memory vs TRL", True)}
-    result = {"mode": "quick", "records": records, "loss_agreement": agreement, "acceptance": checks,
-              "errors": ["boom"], "matmul": {"gflops_best": 1.0, "gflops_median": 0.9, "dtype": "float32",
-                                             "n": 2048, "repeats": 3},
-              "machine": {"gpu": None, "cpu": "test cpu", "torch_threads": 1}}
+    assert {(c["check"], c["passed"]) for c in checks} >= {
+        ("speed-up vs TRL (pairs/s)", True),
+        ("peak memory vs TRL", True),
+    }
+    result = {
+        "mode": "quick",
+        "records": records,
+        "loss_agreement": agreement,
+        "acceptance": checks,
+        "errors": ["boom"],
+        "matmul": {"gflops_best": 1.0, "gflops_median": 0.9, "dtype": "float32", "n": 2048, "repeats": 3},
+        "machine": {"gpu": None, "cpu": "test cpu", "torch_threads": 1},
+    }
     table = bench.format_table(result)
     assert "orpo_kit_trl_compat" in table and "failed" in table and "[PASS]" in table and "2.50" in table
     json.loads(json.dumps(result))  # JSON-ready
@@ -174,7 +216,8 @@ def test_aggregate_table_json_and_chart(tmp_path):
 def test_plan_alternates_implementations_and_repeats():
     quick = bench.build_plan("quick", "cpu")
     assert [(r["impl"], r["mix"], r["adapter"]) for r in quick] == [
-        (i, m, "lora") for m in ("prompt_heavy", "uf_like") for i in ("orpo_kit", "trl", "orpo_kit_trl_compat")]
+        (i, m, "lora") for m in ("prompt_heavy", "uf_like") for i in ("orpo_kit", "trl", "orpo_kit_trl_compat")
+    ]
     full = bench.build_plan("full", "cpu")
     assert {r["adapter"] for r in full} == {"lora", "full"} and {r["repeat"] for r in full} == {0, 1}
     first = [r for r in full if r["repeat"] == 0]
@@ -197,9 +240,27 @@ def test_cli_has_a_bench_command():
 @pytest.mark.slow
 def test_bench_command_end_to_end_on_the_tiny_model(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "orpo_kit.bench", "--quick", "--model-size", "tiny", "--mixes", "tiny",
-                           "--steps", "1", "--threads", "1", "--json", str(out)], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orpo_kit.bench",
+            "--quick",
+            "--model-size",
+            "tiny",
+            "--mixes",
+            "tiny",
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert {r["impl"] for r in result["records"]} == set(bench.MAIN_IMPLS)
@@ -223,6 +284,8 @@ def test_gpu_plan_adds_the_flash_packed_run_only_when_flash_attn_is_installed(mo
     real = bench.importlib.util.find_spec
     monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real(name))
     assert {r["impl"] for r in bench.build_plan("quick", "cuda")} == set(bench.MAIN_IMPLS)
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name))
+    monkeypatch.setattr(
+        bench.importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name)
+    )
     assert {r["impl"] for r in bench.build_plan("quick", "cuda")} == {*bench.MAIN_IMPLS, "orpo_kit_flash_packed"}
     assert {r["impl"] for r in bench.build_plan("quick", "cpu")} == set(bench.MAIN_IMPLS)  # never on CPU

@@ -27,8 +27,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -39,11 +40,19 @@ NOTEBOOKS = ROOT / "notebooks"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 NB02, NB05 = "02_orpo_loss.ipynb", "05_logprobs_before_after.ipynb"
 WIDGET_ERRORS = ("Error displaying widget", "Loading widget")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]  # containers often have a 64 MB /dev/shm: Chromium would crash
-INSTALL_HINT = ("install Chromium with `apt-get update && apt-get install -y chromium` (as root) and the Python side "
-                "with `pip install -e \".[test]\"` (jupyterlab, playwright; no browser download needed)")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]  # containers often have a 64 MB /dev/shm: Chromium would crash
+INSTALL_HINT = (
+    "install Chromium with `apt-get update && apt-get install -y chromium` (as root) and the Python side "
+    'with `pip install -e ".[test]"` (jupyterlab, playwright; no browser download needed)'
+)
 SERVER_START_S, APP_START_S, KERNEL_START_S, RUN_ALL_S, WIDGET_S = 60, 60, 90, 240, 30  # 2 busy cores: generous
 
 
@@ -75,13 +84,21 @@ def _free_port() -> int:
 def _server_env(home: Path) -> dict[str, str]:
     """The server's (and so the kernels') environment: smoke mode, offline, and Jupyter dirs of its own."""
     env = dict(os.environ)
-    env.update({
-        "ORPO_KIT_SMOKE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "TQDM_DISABLE": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        "OMP_NUM_THREADS": "1",  # two kernels side by side on 2 cores: one thread each, none waiting on another
-        "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
-    })
+    env.update(
+        {
+            "ORPO_KIT_SMOKE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TQDM_DISABLE": "1",
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "OMP_NUM_THREADS": "1",  # two kernels side by side on 2 cores: one thread each, none waiting on another
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "IPYTHONDIR": str(home / "ipython"),
+        }
+    )
     env.pop("JUPYTER_PATH", None)
     env.pop("JUPYTER_CONFIG_PATH", None)
     user_settings = {
@@ -144,11 +161,11 @@ class Lab:
         """The page of notebook `name` once Run All Cells has finished; fails on a cell error."""
         page, error = self.pages[name]
         if error is not None:
-            raise AssertionError(f"opening {name} failed: {type(error).__name__}: {error}\n"
-                                 f"{self.diagnose(page, name)}") from error
+            raise AssertionError(
+                f"opening {name} failed: {type(error).__name__}: {error}\n{self.diagnose(page, name)}"
+            ) from error
         with _diagnosed(self, page, name):
-            page.wait_for_function("() => window.__orpoRunAll !== undefined", timeout=RUN_ALL_S * 1000,
-                                   polling=500)
+            page.wait_for_function("() => window.__orpoRunAll !== undefined", timeout=RUN_ALL_S * 1000, polling=500)
             result = page.evaluate("() => window.__orpoRunAll")
             self.mark(f"{name} ran")
             if result != "ok":
@@ -176,7 +193,11 @@ class Lab:
                     if (kernel && kernel.status === 'idle') { window.jupyterapp.shell.activateById(w.id); return true; }
                 }
                 return false;
-            }""", arg=name, timeout=KERNEL_START_S * 1000, polling=250)
+            }""",
+            arg=name,
+            timeout=KERNEL_START_S * 1000,
+            polling=250,
+        )
         self.mark(f"{name} kernel idle")
         return page
 
@@ -217,15 +238,26 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     port, token, log = _free_port(), secrets.token_hex(16), home / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-           "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
     started = time.monotonic()
     with open(log, "w") as out:
-        server = subprocess.Popen(cmd, cwd=root, env=_server_env(home), stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            cmd, cwd=root, env=_server_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     lab = Lab(f"http://127.0.0.1:{port}", token, log, started)
     try:
         deadline = started + SERVER_START_S
@@ -237,8 +269,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
                     state = f"exited with {server.returncode}" if server.poll() is not None else "no answer"
-                    pytest.fail(f"JupyterLab did not start ({state} after {SERVER_START_S} s):\n"
-                                f"{log.read_text(errors='replace')[-3000:]}", pytrace=False)
+                    pytest.fail(
+                        f"JupyterLab did not start ({state} after {SERVER_START_S} s):\n"
+                        f"{log.read_text(errors='replace')[-3000:]}",
+                        pytrace=False,
+                    )
                 time.sleep(0.3)
         with sync_playwright() as playwright:
             lab.browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
@@ -257,8 +292,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 def _report(config: pytest.Config, lab: Lab) -> None:
     """Where the screenshots are and how long each step took, on the terminal (not captured)."""
     shots = sorted(p.name for p in ARTIFACTS.glob("*.png"))
-    lines = [f"browser test screenshots ({len(shots)}): {ARTIFACTS}",
-             "browser test timings: " + ", ".join(f"{what} {at:.0f} s" for what, at in lab.timings)]
+    lines = [
+        f"browser test screenshots ({len(shots)}): {ARTIFACTS}",
+        "browser test timings: " + ", ".join(f"{what} {at:.0f} s" for what, at in lab.timings),
+    ]
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or capture is None:
@@ -281,8 +318,9 @@ def _output_with(page: Any, selector: str) -> Any:
 def _slider(output: Any, label: str) -> Any:
     """The ipywidgets slider whose description is exactly `label`."""
     page = output.page
-    return output.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=re.compile(
-        rf"^{re.escape(label)}$")))
+    return output.locator(".widget-slider").filter(
+        has=page.locator(".widget-label", has_text=re.compile(rf"^{re.escape(label)}$"))
+    )
 
 
 def _screenshot(element: Any, name: str) -> Path:
@@ -317,15 +355,18 @@ def test_notebook_02_loss_sliders_show_the_package_loss(lab: Lab) -> None:
         start_total = total.inner_text()
 
         def readouts() -> tuple[float, float, float]:
-            return tuple(float(_slider(out, label).locator(".widget-readout").inner_text())
-                         for label in ("p(chosen)", "p(rejected)", "λ"))
+            return tuple(
+                float(_slider(out, label).locator(".widget-readout").inner_text())
+                for label in ("p(chosen)", "p(rejected)", "λ")
+            )
 
         def expect_loss_for_shown_sliders() -> tuple[float, float, float]:
             values = readouts()
             expected = loss_terms(*values)["loss"]  # what the package computes for what the reader sees
             expect(total).to_have_text(f"loss = {expected:.4f}", timeout=WIDGET_S * 1000)
             expect(out.locator(".orpo-loss-terms")).to_contain_text(
-                f"p(chosen) = {values[0]:.2f}, p(rejected) = {values[1]:.2f}, λ = {values[2]:.2f}")
+                f"p(chosen) = {values[0]:.2f}, p(rejected) = {values[1]:.2f}, λ = {values[2]:.2f}"
+            )
             return values
 
         start = readouts()
@@ -363,8 +404,9 @@ def _pager_prompts(notebook: Path) -> list[str]:
     exec("".join(knobs_cell["source"]), knobs)  # the notebook's own knobs cell, in smoke mode
     cfg = resolve_config(knobs["PRESET"], overrides={"use_lora": True, "max_eval_pairs": knobs["EVAL_PAIRS"]})
     eval_pairs = load_train_eval(cfg)[1]
-    tokenized = tokenize_pairs(load_tokenizer(cfg), eval_pairs, cfg.max_length, cfg.max_prompt_length,
-                               cfg.min_completion_tokens)
+    tokenized = tokenize_pairs(
+        load_tokenizer(cfg), eval_pairs, cfg.max_length, cfg.max_prompt_length, cfg.min_completion_tokens
+    )
     n = knobs["N_SHOWN"]
     return [pair.prompt for pair in align_pairs(eval_pairs[:n], tokenized[:n])]
 

@@ -35,8 +35,15 @@ def _env() -> dict[str, str]:
     each other), and it lets two runs go side by side. Every compared run uses the same setting.
     """
     env = dict(os.environ)
-    env.update(PYTHONUNBUFFERED="1", PYTHONHASHSEED="0", TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(
+        PYTHONUNBUFFERED="1",
+        PYTHONHASHSEED="0",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+    )
     return env
 
 
@@ -55,8 +62,9 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
     SIGINT is inherited; a run needs the default handler to see Ctrl-C at all.
     """
     with log.with_suffix(".out").open("w") as fo, log.with_suffix(".err").open("w") as fe:
-        return subprocess.Popen(cmd, stdout=fo, stderr=fe, env=_env(),
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        return subprocess.Popen(
+            cmd, stdout=fo, stderr=fe, env=_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+        )
 
 
 def _wait(proc: subprocess.Popen, log: Path) -> tuple[int, str]:
@@ -113,8 +121,7 @@ def _assert_same_record(a: dict, b: dict, what: str) -> None:
     """Same keys and values within TOL (rel and abs), except the wall-clock step_time."""
     keys_a, keys_b = set(a) - {"step_time"}, set(b) - {"step_time"}
     assert keys_a == keys_b, f"{what}: keys differ: only in A {keys_a - keys_b}, only in B {keys_b - keys_a}"
-    bad = {k: (a[k], b[k]) for k in sorted(keys_a)
-           if not math.isclose(a[k], b[k], rel_tol=TOL, abs_tol=TOL)}
+    bad = {k: (a[k], b[k]) for k in sorted(keys_a) if not math.isclose(a[k], b[k], rel_tol=TOL, abs_tol=TOL)}
     assert not bad, f"{what}: metrics differ (A, B): {bad}"
 
 
@@ -157,7 +164,7 @@ def test_stop_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     final_a, final_b = rec_a[-1], rec_b[-1]
     assert "eval_loss" in final_a and "loss" in final_a and "learning_rate" in final_a
     _assert_same_record(final_a, final_b, f"step {2 * K}")
-    for a, b in zip(rec_a, rec_b):  # the whole history too: pins down where a difference starts
+    for a, b in zip(rec_a, rec_b, strict=True):  # the whole history too: pins down where a difference starts
         _assert_same_record(a, b, f"step {a['step']}")
 
     weights_a = load_file(checkpoint_path(run_a, 2 * K) / "model" / "model.safetensors")
@@ -201,8 +208,9 @@ def test_sigint_saves_checkpoint_and_resumes(tmp_path: Path) -> None:
     assert all(r["step"] <= step for r in _metrics(run)), "records logged past the saved step"
 
     # Resume with the same command (same max_steps, so the same schedule) and stop two steps later.
-    rc, text = _run(_train_cmd(run, max_steps, *overrides, f"stop_at_step={step + 2}", resume=True),
-                    tmp_path / "resume")
+    rc, text = _run(
+        _train_cmd(run, max_steps, *overrides, f"stop_at_step={step + 2}", resume=True), tmp_path / "resume"
+    )
     assert rc == 0, _tail(tmp_path / "resume.err")
     assert f"resuming from {ckpt} (step {step})" in text, text
     end = latest_checkpoint(run)

@@ -30,7 +30,11 @@ def test_unknown_key_names_the_source_and_suggests(tmp_path: Path) -> None:
 
 def test_overrides_parse_as_yaml() -> None:
     assert parse_overrides(["use_lora=true", "lora_r=8", "report_to=[tensorboard]", "eval_data="]) == {
-        "use_lora": True, "lora_r": 8, "report_to": ["tensorboard"], "eval_data": None}
+        "use_lora": True,
+        "lora_r": 8,
+        "report_to": ["tensorboard"],
+        "eval_data": None,
+    }
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["oops"])
 

@@ -22,8 +22,11 @@ from orpo_kit.config_values import ConfigError
 CASES: dict[str, tuple[str, object, str | None]] = {
     "model_name_or_path": ("tiny", "tiny", ""),
     "tokenizer_name_or_path": ("null", None, None),
-    "model_config_overrides": ("{hidden_size: 128, num_hidden_layers: 2}", {"hidden_size": 128, "num_hidden_layers": 2},
-                               "[1, 2]"),
+    "model_config_overrides": (
+        "{hidden_size: 128, num_hidden_layers: 2}",
+        {"hidden_size": 128, "num_hidden_layers": 2},
+        "[1, 2]",
+    ),
     "trust_remote_code": ("False", False, "maybe"),
     "allow_pickle_weights": ("no", False, "2"),
     "attn_implementation": ("eager", "eager", ""),
@@ -41,8 +44,11 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     "eval_data": ("", None, None),
     "eval_fraction": (".2", 0.2, "1.5"),
     "data_format": ("implicit", "implicit", "xml"),
-    "column_map": ("{prompt: question, chosen: response_j}", {"prompt": "question", "chosen": "response_j"},
-                   "{answer: x}"),
+    "column_map": (
+        "{prompt: question, chosen: response_j}",
+        {"prompt": "question", "chosen": "response_j"},
+        "{answer: x}",
+    ),
     "data_policy": ("{bad_order: raise}", {"bad_order": "raise"}, "strict"),
     "max_bad_row_fraction": ("0.2", 0.2, "20%"),
     "data_split": ("train_prefs", "train_prefs", None),
@@ -151,8 +157,21 @@ def test_flags_then_key_value_later_wins(tmp_path: Path) -> None:
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("max_steps: 7\nlearning_rate: 1e-4\n")
-    args = build_parser().parse_args(["train", "--preset", "tiny", "--config", str(recipe), "--max-steps", "5",
-                                      "--output-dir", "a", "max_steps=3", "output_dir=b"])
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--config",
+            str(recipe),
+            "--max-steps",
+            "5",
+            "--output-dir",
+            "a",
+            "max_steps=3",
+            "output_dir=b",
+        ]
+    )
     flags = [f"{k}={getattr(args, k)}" for k in ("max_steps", "output_dir")]
     cfg = resolve_config(args.preset, args.config, parse_overrides(flags + args.overrides))
     assert (cfg.max_steps, cfg.output_dir, cfg.learning_rate) == (3, "b", 1e-4)
@@ -170,8 +189,12 @@ def test_a_presets_prompt_limit_follows_a_smaller_max_length_but_a_given_one_is_
 def test_the_console_script_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     """A real process: what the user sees in the terminal."""
     for bad in ("learning_rate=abc", "warmup_ratio=2", "max_steps=abc"):
-        done = subprocess.run([sys.executable, "-m", "orpo_kit", "train", "--preset", "tiny", "--output-dir",
-                               str(tmp_path / "r"), bad], capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "orpo_kit", "train", "--preset", "tiny", "--output-dir", str(tmp_path / "r"), bad],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, done.stderr
         lines = [ln for ln in done.stderr.splitlines() if ln.startswith("orpo-kit")]
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

@@ -31,15 +31,34 @@ TIMEOUT = 120  # seconds per run; a tiny run takes about 6 s
 
 def _cmd(run_dir: Path, resume: bool = False) -> list[str]:
     """`orpo-kit train` on the tiny preset, CPU, a checkpoint every SAVE_EVERY steps."""
-    cmd = [*CLI, "train", "--preset", "tiny", "--output-dir", str(run_dir), "--max-steps", str(STEPS), "device=cpu",
-           f"save_steps={SAVE_EVERY}", "eval_steps=4", "logging_steps=1", "max_eval_pairs=8"]
+    cmd = [
+        *CLI,
+        "train",
+        "--preset",
+        "tiny",
+        "--output-dir",
+        str(run_dir),
+        "--max-steps",
+        str(STEPS),
+        "device=cpu",
+        f"save_steps={SAVE_EVERY}",
+        "eval_steps=4",
+        "logging_steps=1",
+        "max_eval_pairs=8",
+    ]
     return [*cmd, "--resume"] if resume else cmd
 
 
 def _start(cmd: list[str], log: Path, stop_at: str | None = None) -> subprocess.Popen:
     """Start a run, one thread, offline; stdout/stderr to LOG.out/LOG.err."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
     env.pop(STOP_AT, None)
     if stop_at:
         env[STOP_AT] = stop_at
@@ -83,7 +102,7 @@ def _kill_when_stopped(proc: subprocess.Popen, log: Path) -> str:
 def _assert_same_records(a: list[dict], b: list[dict]) -> None:
     """Same steps, keys and values within TOL (rel and abs), except wall-clock step_time."""
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(STEPS + 1))
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         keys = set(ra) - {"step_time"}
         assert keys == set(rb) - {"step_time"}, f"step {ra['step']}: keys differ"
         bad = {k: (ra[k], rb[k]) for k in keys if not math.isclose(ra[k], rb[k], rel_tol=TOL, abs_tol=TOL)}

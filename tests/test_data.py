@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orpo_kit.batching import collate_pairs
 from orpo_kit.config import resolve_config
 from orpo_kit.data import load_preference_pairs, pairs_from_rows, split_train_eval, tokenize_pair
+from orpo_kit.layouts import PLAIN
 from orpo_kit.models import load_tokenizer
 
 
@@ -35,8 +35,12 @@ def test_fraction_split_is_by_prompt_and_seeded() -> None:
 
 def test_bad_rows_name_file_line_and_field(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
-    path.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"}) + "\n"
-                    + json.dumps({"prompt": "p", "chosen": 3, "rejected": "r"}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "p", "chosen": "c", "rejected": "r"})
+        + "\n"
+        + json.dumps({"prompt": "p", "chosen": 3, "rejected": "r"})
+        + "\n"
+    )
     with pytest.raises(ValueError, match=r"pairs\.jsonl, line 2, field 'chosen': expected a string, got int"):
         load_preference_pairs(path)
     path.write_text("{not json\n")
@@ -71,10 +75,12 @@ def test_long_prompts_leave_each_completion_its_minimum(tokenizer) -> None:
 
 
 def test_collate_masks_come_from_positions(tokenizer) -> None:
-    rows = [{"prompt": "Hi", "chosen": "Hello there.", "rejected": "Go away."},
-            {"prompt": "A much longer prompt here", "chosen": "Ok.", "rejected": "No, and here is a long answer."}]
+    rows = [
+        {"prompt": "Hi", "chosen": "Hello there.", "rejected": "Go away."},
+        {"prompt": "A much longer prompt here", "chosen": "Ok.", "rejected": "No, and here is a long answer."},
+    ]
     toks = [tokenize_pair(tokenizer, p, 128, 64) for p in pairs_from_rows(rows)]
-    batch = collate_pairs(toks, tokenizer.pad_token_id, pad_to_multiple_of=8)
+    batch = PLAIN.collate(toks, tokenizer.pad_token_id, pad_to_multiple_of=8)
     assert batch.input_ids.shape[0] == 4 and batch.input_ids.shape[1] % 8 == 0
     for row, (tok, completion) in enumerate([(t, t.chosen_ids) for t in toks] + [(t, t.rejected_ids) for t in toks]):
         n_prompt, n = len(tok.prompt_ids), len(tok.prompt_ids) + len(completion)

@@ -27,10 +27,15 @@ def _msg(role: str, content: str) -> dict[str, str]:
     return {"role": role, "content": content}
 
 
-CONV_GOOD = {"prompt": [_msg("user", "Say hi.")], "chosen": [_msg("assistant", "Hi!")],
-             "rejected": [_msg("assistant", "No.")]}
-HH_GOOD = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Say bye.\n\nAssistant: Goodbye!",
-           "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Say bye.\n\nAssistant: No."}
+CONV_GOOD = {
+    "prompt": [_msg("user", "Say hi.")],
+    "chosen": [_msg("assistant", "Hi!")],
+    "rejected": [_msg("assistant", "No.")],
+}
+HH_GOOD = {
+    "chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Say bye.\n\nAssistant: Goodbye!",
+    "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Say bye.\n\nAssistant: No.",
+}
 
 
 def jsonl(*rows: Any) -> bytes:
@@ -72,91 +77,240 @@ def _hh(turns: list[tuple[str, str]]) -> str:
 
 CASES = [
     # --- row problems in JSONL files (line N, counting from 1)
-    Case("truncated_json_line", "pairs.jsonl", jsonl(GOOD, '{"prompt": "p", "chosen": "c", "rej'),
-         "bad_json", ["line 2", "not valid JSON"]),
-    Case("non_utf8_line", "pairs.jsonl", jsonl(GOOD, GOOD2, b'{"prompt": "caf\xe9", "chosen": "c", "rejected": "r"}'),
-         "encoding", ["line 3", "not valid UTF-8"]),
-    Case("wrong_type_field", "pairs.jsonl", jsonl(GOOD, {"prompt": "p", "chosen": 3, "rejected": "r"}),
-         "wrong_type", ["line 2", "field 'chosen'", "expected a string, got int"]),
-    Case("line_is_not_an_object", "pairs.jsonl", jsonl(GOOD, ["p", "c", "r"]),
-         "wrong_type", ["line 2", "expected a JSON object, got list"]),
-    Case("missing_field_in_one_row", "pairs.jsonl", jsonl(GOOD, {"prompt": "p", "chosen": "c"}),
-         "missing_field", ["line 2", "field 'rejected'", "missing"]),
-    Case("null_field", "pairs.jsonl", jsonl(GOOD, GOOD2, {"prompt": None, "chosen": "c", "rejected": "r"}),
-         "missing_field", ["line 3", "field 'prompt'", "missing"]),
-    Case("empty_prompt", "pairs.jsonl", jsonl(GOOD, {"prompt": "   ", "chosen": "c", "rejected": "r"}),
-         "empty_prompt", ["line 2", "field 'prompt'", "empty"]),
-    Case("empty_completion", "pairs.jsonl", jsonl(GOOD, {"prompt": "p", "chosen": "", "rejected": "r"}),
-         "empty_completion", ["line 2", "field 'chosen'", "empty"]),
-    Case("identical_pair", "pairs.jsonl", jsonl(GOOD, {"prompt": "p", "chosen": "same", "rejected": "same"}),
-         "identical", ["line 2", "identical"]),
-    Case("duplicate_pair", "pairs.jsonl", jsonl(GOOD, GOOD2, GOOD),
-         "duplicate", ["line 3", "occur earlier"]),
-    Case("low_score_margin", "pairs.jsonl",
-         jsonl(GOOD, {**GOOD2, "score_chosen": 5.0, "score_rejected": 4.5}),
-         "low_margin", ["line 2", "score margin 0.5 < 1"], {"min_score_margin": 1.0}),
+    Case(
+        "truncated_json_line",
+        "pairs.jsonl",
+        jsonl(GOOD, '{"prompt": "p", "chosen": "c", "rej'),
+        "bad_json",
+        ["line 2", "not valid JSON"],
+    ),
+    Case(
+        "non_utf8_line",
+        "pairs.jsonl",
+        jsonl(GOOD, GOOD2, b'{"prompt": "caf\xe9", "chosen": "c", "rejected": "r"}'),
+        "encoding",
+        ["line 3", "not valid UTF-8"],
+    ),
+    Case(
+        "wrong_type_field",
+        "pairs.jsonl",
+        jsonl(GOOD, {"prompt": "p", "chosen": 3, "rejected": "r"}),
+        "wrong_type",
+        ["line 2", "field 'chosen'", "expected a string, got int"],
+    ),
+    Case(
+        "line_is_not_an_object",
+        "pairs.jsonl",
+        jsonl(GOOD, ["p", "c", "r"]),
+        "wrong_type",
+        ["line 2", "expected a JSON object, got list"],
+    ),
+    Case(
+        "missing_field_in_one_row",
+        "pairs.jsonl",
+        jsonl(GOOD, {"prompt": "p", "chosen": "c"}),
+        "missing_field",
+        ["line 2", "field 'rejected'", "missing"],
+    ),
+    Case(
+        "null_field",
+        "pairs.jsonl",
+        jsonl(GOOD, GOOD2, {"prompt": None, "chosen": "c", "rejected": "r"}),
+        "missing_field",
+        ["line 3", "field 'prompt'", "missing"],
+    ),
+    Case(
+        "empty_prompt",
+        "pairs.jsonl",
+        jsonl(GOOD, {"prompt": "   ", "chosen": "c", "rejected": "r"}),
+        "empty_prompt",
+        ["line 2", "field 'prompt'", "empty"],
+    ),
+    Case(
+        "empty_completion",
+        "pairs.jsonl",
+        jsonl(GOOD, {"prompt": "p", "chosen": "", "rejected": "r"}),
+        "empty_completion",
+        ["line 2", "field 'chosen'", "empty"],
+    ),
+    Case(
+        "identical_pair",
+        "pairs.jsonl",
+        jsonl(GOOD, {"prompt": "p", "chosen": "same", "rejected": "same"}),
+        "identical",
+        ["line 2", "identical"],
+    ),
+    Case("duplicate_pair", "pairs.jsonl", jsonl(GOOD, GOOD2, GOOD), "duplicate", ["line 3", "occur earlier"]),
+    Case(
+        "low_score_margin",
+        "pairs.jsonl",
+        jsonl(GOOD, {**GOOD2, "score_chosen": 5.0, "score_rejected": 4.5}),
+        "low_margin",
+        ["line 2", "score margin 0.5 < 1"],
+        {"min_score_margin": 1.0},
+    ),
     # --- HH-RLHF transcripts
-    Case("hh_transcripts_differ_before_final_turn", "hh.jsonl",
-         jsonl(HH_GOOD, {"chosen": _hh([("Human", "Hi"), ("Assistant", "Hello!"), ("Human", "Say bye."),
-                                        ("Assistant", "Goodbye!")]),
-                         "rejected": _hh([("Human", "Hi"), ("Assistant", "Hey there."), ("Human", "Say bye."),
-                                          ("Assistant", "No.")])}),
-         "prompt_mismatch", ["line 2", "differ at turn 1, before the final assistant turn"]),
-    Case("hh_not_a_transcript", "hh.jsonl", jsonl(HH_GOOD, {"chosen": "Goodbye!", "rejected": HH_GOOD["rejected"]}),
-         "bad_order", ["line 2", "field 'chosen'", "not a transcript"]),
+    Case(
+        "hh_transcripts_differ_before_final_turn",
+        "hh.jsonl",
+        jsonl(
+            HH_GOOD,
+            {
+                "chosen": _hh(
+                    [("Human", "Hi"), ("Assistant", "Hello!"), ("Human", "Say bye."), ("Assistant", "Goodbye!")]
+                ),
+                "rejected": _hh(
+                    [("Human", "Hi"), ("Assistant", "Hey there."), ("Human", "Say bye."), ("Assistant", "No.")]
+                ),
+            },
+        ),
+        "prompt_mismatch",
+        ["line 2", "differ at turn 1, before the final assistant turn"],
+    ),
+    Case(
+        "hh_not_a_transcript",
+        "hh.jsonl",
+        jsonl(HH_GOOD, {"chosen": "Goodbye!", "rejected": HH_GOOD["rejected"]}),
+        "bad_order",
+        ["line 2", "field 'chosen'", "not a transcript"],
+    ),
     # --- conversational message lists
-    Case("unknown_message_role", "conv.jsonl",
-         jsonl(CONV_GOOD, {**CONV_GOOD, "prompt": [_msg("bot", "Say hi.")]}),
-         "bad_role", ["line 2", "field 'prompt', message 0", "unknown role 'bot'"]),
-    Case("wrong_message_order", "conv.jsonl",
-         jsonl(CONV_GOOD, {**CONV_GOOD, "prompt": [_msg("assistant", "Hello."), _msg("user", "Say hi.")]}),
-         "bad_order", ["line 2", "out of order"]),
-    Case("final_message_not_assistant", "conv.jsonl",
-         jsonl(CONV_GOOD, {**CONV_GOOD, "chosen": [_msg("user", "Hi!")]}),
-         "bad_order", ["line 2", "field 'chosen'", "final message has role 'user'"]),
-    Case("chosen_and_rejected_continue_different_dialogues", "conv.jsonl",
-         jsonl(CONV_GOOD, {"chosen": [_msg("user", "Say hi."), _msg("assistant", "Hi!")],
-                           "rejected": [_msg("user", "Say bye."), _msg("assistant", "Bye!")]}),
-         "prompt_mismatch", ["line 2", "continue different dialogues"]),
-    Case("two_answers_after_the_prompt", "conv.jsonl",
-         jsonl(CONV_GOOD, {**CONV_GOOD, "chosen": [_msg("assistant", "Hi!"), _msg("assistant", "Again!")]}),
-         "prompt_mismatch", ["line 2", "field 'chosen'", "found 2 messages"]),
-    Case("empty_message_list", "conv.jsonl", jsonl(CONV_GOOD, {**CONV_GOOD, "rejected": []}),
-         "wrong_type", ["line 2", "field 'rejected'", "got an empty list"]),
-    Case("message_without_content", "conv.jsonl", jsonl(CONV_GOOD, {**CONV_GOOD, "chosen": [{"role": "assistant"}]}),
-         "wrong_type", ["line 2", "field 'chosen', message 0", "{role, content}"]),
+    Case(
+        "unknown_message_role",
+        "conv.jsonl",
+        jsonl(CONV_GOOD, {**CONV_GOOD, "prompt": [_msg("bot", "Say hi.")]}),
+        "bad_role",
+        ["line 2", "field 'prompt', message 0", "unknown role 'bot'"],
+    ),
+    Case(
+        "wrong_message_order",
+        "conv.jsonl",
+        jsonl(CONV_GOOD, {**CONV_GOOD, "prompt": [_msg("assistant", "Hello."), _msg("user", "Say hi.")]}),
+        "bad_order",
+        ["line 2", "out of order"],
+    ),
+    Case(
+        "final_message_not_assistant",
+        "conv.jsonl",
+        jsonl(CONV_GOOD, {**CONV_GOOD, "chosen": [_msg("user", "Hi!")]}),
+        "bad_order",
+        ["line 2", "field 'chosen'", "final message has role 'user'"],
+    ),
+    Case(
+        "chosen_and_rejected_continue_different_dialogues",
+        "conv.jsonl",
+        jsonl(
+            CONV_GOOD,
+            {
+                "chosen": [_msg("user", "Say hi."), _msg("assistant", "Hi!")],
+                "rejected": [_msg("user", "Say bye."), _msg("assistant", "Bye!")],
+            },
+        ),
+        "prompt_mismatch",
+        ["line 2", "continue different dialogues"],
+    ),
+    Case(
+        "two_answers_after_the_prompt",
+        "conv.jsonl",
+        jsonl(CONV_GOOD, {**CONV_GOOD, "chosen": [_msg("assistant", "Hi!"), _msg("assistant", "Again!")]}),
+        "prompt_mismatch",
+        ["line 2", "field 'chosen'", "found 2 messages"],
+    ),
+    Case(
+        "empty_message_list",
+        "conv.jsonl",
+        jsonl(CONV_GOOD, {**CONV_GOOD, "rejected": []}),
+        "wrong_type",
+        ["line 2", "field 'rejected'", "got an empty list"],
+    ),
+    Case(
+        "message_without_content",
+        "conv.jsonl",
+        jsonl(CONV_GOOD, {**CONV_GOOD, "chosen": [{"role": "assistant"}]}),
+        "wrong_type",
+        ["line 2", "field 'chosen', message 0", "{role, content}"],
+    ),
     # --- tables: JSON lists, Parquet (row N, counting from 0)
-    Case("json_row_is_not_an_object", "pairs.json", json.dumps([GOOD, 7]).encode(),
-         "wrong_type", ["row 1 (counting from 0)", "expected an object, got int"]),
-    Case("json_row_wrong_type", "pairs.json", json.dumps([GOOD, GOOD2, {**GOOD, "rejected": 1.5}]).encode(),
-         "wrong_type", ["row 2 (counting from 0)", "field 'rejected'", "got float"]),
-    Case("parquet_row_missing_value", "pairs.parquet",
-         lambda tmp: parquet_bytes([GOOD, {**GOOD2, "chosen": None}], tmp),
-         "missing_field", ["row 1 (counting from 0)", "field 'chosen'"]),
+    Case(
+        "json_row_is_not_an_object",
+        "pairs.json",
+        json.dumps([GOOD, 7]).encode(),
+        "wrong_type",
+        ["row 1 (counting from 0)", "expected an object, got int"],
+    ),
+    Case(
+        "json_row_wrong_type",
+        "pairs.json",
+        json.dumps([GOOD, GOOD2, {**GOOD, "rejected": 1.5}]).encode(),
+        "wrong_type",
+        ["row 2 (counting from 0)", "field 'rejected'", "got float"],
+    ),
+    Case(
+        "parquet_row_missing_value",
+        "pairs.parquet",
+        lambda tmp: parquet_bytes([GOOD, {**GOOD2, "chosen": None}], tmp),
+        "missing_field",
+        ["row 1 (counting from 0)", "field 'chosen'"],
+    ),
     # --- CSV (line N, the header is line 1)
-    Case("csv_short_row", "pairs.csv", b"prompt,chosen,rejected\np,c,r\nq,d\n",
-         "missing_field", ["line 3", "field 'rejected'"]),
-    Case("csv_row_with_multiline_prompt", "pairs.csv",
-         b'prompt,chosen,rejected\np,c,r\n"first line\nsecond line",,r\n',  # the bad row starts on line 3
-         "empty_completion", ["line 3", "field 'chosen'"]),
+    Case(
+        "csv_short_row",
+        "pairs.csv",
+        b"prompt,chosen,rejected\np,c,r\nq,d\n",
+        "missing_field",
+        ["line 3", "field 'rejected'"],
+    ),
+    Case(
+        "csv_row_with_multiline_prompt",
+        "pairs.csv",
+        b'prompt,chosen,rejected\np,c,r\n"first line\nsecond line",,r\n',  # the bad row starts on line 3
+        "empty_completion",
+        ["line 3", "field 'chosen'"],
+    ),
     # --- whole-source problems
     Case("empty_file", "empty.jsonl", b"", None, ["is empty"]),
     Case("directory_instead_of_file", "pairs_dir", "DIR", None, ["is a directory"]),
     Case("missing_file", "missing.jsonl", None, None, ["not found"]),
     Case("unsupported_extension", "pairs.txt", jsonl(GOOD), None, ["unsupported file type '.txt'"]),
-    Case("json_file_not_a_list", "object.json", json.dumps(GOOD).encode(), None,
-         ["expected a JSON list of objects, got dict"]),
+    Case(
+        "json_file_not_a_list",
+        "object.json",
+        json.dumps(GOOD).encode(),
+        None,
+        ["expected a JSON list of objects, got dict"],
+    ),
     Case("json_file_empty_list", "nothing.json", b"[]", None, ["the JSON list has no rows"]),
-    Case("truncated_json_file", "cut.json", b'[\n  {"prompt": "p",\n   "chosen": "c",\n', None,
-         ["line 4", "not valid JSON"]),
-    Case("non_utf8_csv", "latin1.csv", b"prompt,chosen,rejected\np,c,r\ncaf\xe9,c,r\n", None,
-         ["line 3", "not valid UTF-8"]),
-    Case("damaged_parquet", "broken.parquet", b"PAR1 this is not really parquet", None,
-         ["not a readable Parquet file"]),
-    Case("missing_column_in_every_row", "nocol.jsonl",
-         jsonl({"prompt": "p", "chosen": "c"}, {"prompt": "q", "chosen": "d"}), None, ["'rejected'"]),
-    Case("unrecognized_columns", "other.jsonl", jsonl({"text": "hello", "label": 1}), None,
-         ["cannot tell the data format"]),
+    Case(
+        "truncated_json_file",
+        "cut.json",
+        b'[\n  {"prompt": "p",\n   "chosen": "c",\n',
+        None,
+        ["line 4", "not valid JSON"],
+    ),
+    Case(
+        "non_utf8_csv",
+        "latin1.csv",
+        b"prompt,chosen,rejected\np,c,r\ncaf\xe9,c,r\n",
+        None,
+        ["line 3", "not valid UTF-8"],
+    ),
+    Case(
+        "damaged_parquet", "broken.parquet", b"PAR1 this is not really parquet", None, ["not a readable Parquet file"]
+    ),
+    Case(
+        "missing_column_in_every_row",
+        "nocol.jsonl",
+        jsonl({"prompt": "p", "chosen": "c"}, {"prompt": "q", "chosen": "d"}),
+        None,
+        ["'rejected'"],
+    ),
+    Case(
+        "unrecognized_columns",
+        "other.jsonl",
+        jsonl({"text": "hello", "label": 1}),
+        None,
+        ["cannot tell the data format"],
+    ),
 ]
 ROW_CASES = [c for c in CASES if c.kind is not None]
 SOURCE_CASES = [c for c in CASES if c.kind is None]
@@ -271,8 +425,9 @@ def test_a_file_of_blank_lines_reads_as_empty(tmp_path: Path) -> None:
 
 
 def test_list_source_rows_count_from_zero() -> None:
-    with pytest.raises(RowProblem,
-                       match=r"^rows, row 1 \(counting from 0\), field 'chosen': expected a string, got list$"):
+    with pytest.raises(
+        RowProblem, match=r"^rows, row 1 \(counting from 0\), field 'chosen': expected a string, got list$"
+    ):
         load_pairs([GOOD, {**GOOD, "chosen": ["a"]}], policy="raise")
     with pytest.raises(RowProblem, match=r"^rows, row 2 \(counting from 0\): expected an object, got str$"):
         load_pairs([GOOD, GOOD2, "not a row"], policy="raise")
@@ -283,15 +438,19 @@ def test_list_source_rows_count_from_zero() -> None:
 
 
 def _content(pairs) -> list[tuple]:
-    return [(p.prompt_messages, p.chosen, p.rejected, p.split, p.skill, p.score_chosen, p.score_rejected)
-            for p in pairs]
+    return [
+        (p.prompt_messages, p.chosen, p.rejected, p.split, p.skill, p.score_chosen, p.score_rejected) for p in pairs
+    ]
 
 
 STANDARD_GOOD = [
     GOOD,
     {**GOOD2, "split": "train", "skill": "facts"},
-    {"prompt": [_msg("system", "Be brief."), _msg("user", "Capital of Japan?")], "chosen": "Tokyo.",
-     "rejected": "Kyoto."},
+    {
+        "prompt": [_msg("system", "Be brief."), _msg("user", "Capital of Japan?")],
+        "chosen": "Tokyo.",
+        "rejected": "Kyoto.",
+    },
     {"prompt": "Rate this.", "chosen": "Nine.", "rejected": "One.", "score_chosen": 9, "score_rejected": 1},
 ]
 STANDARD_MIXED = [  # (line content, dropped kind or None for a good row)
@@ -332,8 +491,9 @@ def test_drop_policy_keeps_exactly_the_good_rows_of_a_mixed_jsonl(tmp_path: Path
     # the examples name the right lines
     for kind in expected:
         lines = [i for i, (_, k) in enumerate(STANDARD_MIXED, start=1) if k == kind]
-        assert [re.match(r"(.*?, line \d+)[:,]", e).group(1) for e in report.examples[kind]] == \
-            [f"{mixed}, line {n}" for n in lines]
+        assert [re.match(r"(.*?, line \d+)[:,]", e).group(1) for e in report.examples[kind]] == [
+            f"{mixed}, line {n}" for n in lines
+        ]
     text = "\n".join(report.lines())
     assert "rows read: 16, pairs kept: 4, dropped: 12" in text
     assert "dropped 2 x wrong_type" in text and "dropped 1 x bad_json" in text
@@ -345,8 +505,11 @@ def test_default_policy_refuses_the_mixed_file_and_raise_stops_at_its_first_dama
     first = rf"{re.escape(str(mixed))}, line 2: not valid JSON"
     with pytest.raises(RowProblem, match="^" + first):
         load_pairs(mixed, policy="raise")
-    with pytest.raises(DataSourceError, match=rf"^{re.escape(str(mixed))}: refused: 9 of 16 rows \(56.2%\) are "
-                                              rf"malformed.*First problem: {first}"):
+    with pytest.raises(
+        DataSourceError,
+        match=rf"^{re.escape(str(mixed))}: refused: 9 of 16 rows \(56.2%\) are "
+        rf"malformed.*First problem: {first}",
+    ):
         load_pairs(mixed)
     # with the share allowed, the default policy keeps what "drop" keeps
     pairs, report = load_pairs(mixed, min_score_margin=1.0, max_bad_fraction=1.0)
@@ -355,16 +518,23 @@ def test_default_policy_refuses_the_mixed_file_and_raise_stops_at_its_first_dama
 
 CONV_GOOD_ROWS = [
     CONV_GOOD,
-    {"chosen": [_msg("user", "Two plus two?"), _msg("assistant", "Four.")],
-     "rejected": [_msg("user", "Two plus two?"), _msg("assistant", "Five.")]},
+    {
+        "chosen": [_msg("user", "Two plus two?"), _msg("assistant", "Four.")],
+        "rejected": [_msg("user", "Two plus two?"), _msg("assistant", "Five.")],
+    },
 ]
 CONV_MIXED = [
     (CONV_GOOD_ROWS[0], None),
     ({**CONV_GOOD, "prompt": [_msg("narrator", "Say hi.")]}, "bad_role"),
     ({**CONV_GOOD, "prompt": [_msg("user", "a"), _msg("user", "b")]}, "bad_order"),
     ({**CONV_GOOD, "chosen": [_msg("user", "Hi!")]}, "bad_order"),
-    ({"chosen": [_msg("user", "A"), _msg("assistant", "x")], "rejected": [_msg("user", "B"), _msg("assistant", "y")]},
-     "prompt_mismatch"),
+    (
+        {
+            "chosen": [_msg("user", "A"), _msg("assistant", "x")],
+            "rejected": [_msg("user", "B"), _msg("assistant", "y")],
+        },
+        "prompt_mismatch",
+    ),
     ({**CONV_GOOD, "rejected": []}, "wrong_type"),
     ({**CONV_GOOD, "rejected": [_msg("assistant", "Hi!")]}, "identical"),
     ({**CONV_GOOD, "chosen": [_msg("assistant", " ")]}, "empty_completion"),
@@ -382,10 +552,14 @@ def test_drop_policy_on_mixed_conversational_rows() -> None:
 
 def test_drop_policy_on_mixed_hh_transcripts(tmp_path: Path) -> None:
     bad_prefix = {"chosen": HH_GOOD["chosen"], "rejected": HH_GOOD["rejected"].replace("Hello!", "Hey.")}
-    rows = [(HH_GOOD, None), (bad_prefix, "prompt_mismatch"), ({"chosen": "no markers", "rejected": "x"}, "bad_order"),
-            ({"chosen": "", "rejected": HH_GOOD["rejected"]}, "empty_completion"),
-            ({"chosen": HH_GOOD["chosen"], "rejected": HH_GOOD["chosen"]}, "identical"),
-            ({"chosen": HH_GOOD["chosen"], "rejected": 5}, "wrong_type")]
+    rows = [
+        (HH_GOOD, None),
+        (bad_prefix, "prompt_mismatch"),
+        ({"chosen": "no markers", "rejected": "x"}, "bad_order"),
+        ({"chosen": "", "rejected": HH_GOOD["rejected"]}, "empty_completion"),
+        ({"chosen": HH_GOOD["chosen"], "rejected": HH_GOOD["chosen"]}, "identical"),
+        ({"chosen": HH_GOOD["chosen"], "rejected": 5}, "wrong_type"),
+    ]
     path = tmp_path / "hh.jsonl"
     path.write_bytes(jsonl(*[r for r, _ in rows]))
     pairs, report = load_pairs(path, policy="drop")
@@ -396,8 +570,9 @@ def test_drop_policy_on_mixed_hh_transcripts(tmp_path: Path) -> None:
 
 def test_every_row_bad_under_drop_names_the_source(tmp_path: Path) -> None:
     path = tmp_path / "allbad.jsonl"
-    path.write_bytes(jsonl({"prompt": "p", "chosen": "x", "rejected": "x"},
-                           {"prompt": "", "chosen": "a", "rejected": "b"}))
+    path.write_bytes(
+        jsonl({"prompt": "p", "chosen": "x", "rejected": "x"}, {"prompt": "", "chosen": "a", "rejected": "b"})
+    )
     with pytest.raises(DataSourceError, match=rf"{re.escape(str(path))}: no usable pairs"):
         load_pairs(path, policy="drop")
 

@@ -28,17 +28,19 @@ SINGLE = [
     (_user("Translate to French.\n\nGood morning"), "Bonjour", "Bonsoir"),
     (_user("Add 12 and 30."), "12 + 30 = 42.", "12 + 30 = 52."),
 ]
-MULTI = [(
-    [
-        {"role": "user", "content": "I want to name my new cat."},
-        {"role": "assistant", "content": "Congratulations! Is it a boy or a girl?"},
-        {"role": "user", "content": "A girl, and she is all black."},
-        {"role": "assistant", "content": "How about Luna or Shadow?"},
-        {"role": "user", "content": "Something shorter, please."},
-    ],
-    "How about Ink?",
-    "How about Princess Midnight Velvet Paws?",
-)]
+MULTI = [
+    (
+        [
+            {"role": "user", "content": "I want to name my new cat."},
+            {"role": "assistant", "content": "Congratulations! Is it a boy or a girl?"},
+            {"role": "user", "content": "A girl, and she is all black."},
+            {"role": "assistant", "content": "How about Luna or Shadow?"},
+            {"role": "user", "content": "Something shorter, please."},
+        ],
+        "How about Ink?",
+        "How about Princess Midnight Velvet Paws?",
+    )
+]
 
 # fixture file -> (format detected, expected normalized pairs, extra load_pairs kwargs)
 SCHEMAS = {
@@ -69,12 +71,16 @@ def test_fixtures_match_the_real_column_sets() -> None:
     """The fixtures carry exactly the columns of the public datasets they imitate."""
     columns = {name: [set(r) for r in read_jsonl(FIXTURES / name)] for name in SCHEMAS}
     assert all(c == {"prompt", "chosen", "rejected"} for c in columns["standard.jsonl"])
-    assert all(c == {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected"}
-               for c in columns["ultrafeedback_binarized.jsonl"])
+    assert all(
+        c == {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected"}
+        for c in columns["ultrafeedback_binarized.jsonl"]
+    )
     assert all(c == {"chosen", "rejected"} for c in columns["hh_rlhf.jsonl"])
     assert all(c == {"chosen", "rejected"} for c in columns["conversational_no_prompt.jsonl"])
-    assert all(c == {"qid", "question", "date", "metadata", "response_j", "response_k"}
-               for c in columns["stack_exchange_paired.jsonl"])
+    assert all(
+        c == {"qid", "question", "date", "metadata", "response_j", "response_k"}
+        for c in columns["stack_exchange_paired.jsonl"]
+    )
     for row in read_jsonl(FIXTURES / "ultrafeedback_binarized.jsonl"):
         # UltraFeedback: prompt_id is the sha256 of the prompt; chosen/rejected repeat the user turn
         assert row["prompt_id"] == hashlib.sha256(row["prompt"].encode()).hexdigest()
@@ -128,8 +134,9 @@ def test_hh_longer_dialogue_keeps_every_earlier_turn() -> None:
     row = {"chosen": history + "\n\nAssistant: good final", "rejected": history + "\n\nAssistant: bad final"}
     (pair,), report = load_pairs([row])
     assert report.format == "implicit"
-    assert pair.prompt_messages == [{"role": "user" if who == "Human" else "assistant", "content": text}
-                                    for who, text in turns]
+    assert pair.prompt_messages == [
+        {"role": "user" if who == "Human" else "assistant", "content": text} for who, text in turns
+    ]
     assert (pair.chosen, pair.rejected) == ("good final", "bad final")
 
 
@@ -144,8 +151,11 @@ def test_ultrafeedback_scores_are_kept_and_margin_filter_applies() -> None:
 
 def test_conversational_prompt_may_start_with_a_system_turn() -> None:
     system = {"role": "system", "content": "Answer briefly."}
-    row = {"prompt": [system] + _user("Hi"), "chosen": [{"role": "assistant", "content": "Hello."}],
-           "rejected": [{"role": "assistant", "content": "Go away."}]}
+    row = {
+        "prompt": [system] + _user("Hi"),
+        "chosen": [{"role": "assistant", "content": "Hello."}],
+        "rejected": [{"role": "assistant", "content": "Go away."}],
+    }
     (pair,), _ = load_pairs([row])
     assert pair.prompt_messages == [system] + _user("Hi")
 
@@ -211,8 +221,10 @@ def test_unknown_format_is_rejected_with_the_choices() -> None:
 # source types
 
 
-STANDARD_ROWS = [{"prompt": p[0]["content"], "chosen": c, "rejected": r, "split": s, "skill": k}
-                 for (p, c, r), s, k in zip(SINGLE, ["train", "train", "eval"], ["facts", "translate", "arithmetic"])]
+STANDARD_ROWS = [
+    {"prompt": p[0]["content"], "chosen": c, "rejected": r, "split": s, "skill": k}
+    for (p, c, r), s, k in zip(SINGLE, ["train", "train", "eval"], ["facts", "translate", "arithmetic"], strict=True)
+]
 
 
 def _full(pairs: list[PreferencePair]) -> list[tuple]:
@@ -243,7 +255,7 @@ def test_every_source_type_gives_the_same_pairs(tmp_path: Path) -> None:
     sources = _write_sources(tmp_path)
     sources["Dataset"] = datasets.Dataset.from_list(STANDARD_ROWS)
     sources["DatasetDict"] = datasets.DatasetDict({"train": datasets.Dataset.from_list(STANDARD_ROWS)})
-    expected = [(p, c, r, row["split"], row["skill"]) for (p, c, r), row in zip(SINGLE, STANDARD_ROWS)]
+    expected = [(p, c, r, row["split"], row["skill"]) for (p, c, r), row in zip(SINGLE, STANDARD_ROWS, strict=True)]
     for kind, source in sources.items():
         pairs, report = load_pairs(source)
         assert report.format == "standard", kind
@@ -271,8 +283,9 @@ def _ultrafeedback_dict():
     import datasets
 
     rows = read_jsonl(FIXTURES / "ultrafeedback_binarized.jsonl")
-    return datasets.DatasetDict({"train_prefs": datasets.Dataset.from_list(rows[:2]),
-                                 "test_prefs": datasets.Dataset.from_list(rows[2:])})
+    return datasets.DatasetDict(
+        {"train_prefs": datasets.Dataset.from_list(rows[:2]), "test_prefs": datasets.Dataset.from_list(rows[2:])}
+    )
 
 
 def test_ultrafeedback_datasetdict_picks_train_prefs_and_selects_splits() -> None:
@@ -298,8 +311,9 @@ def test_ultrafeedback_single_dataset_equals_the_jsonl_file() -> None:
     assert norm(from_ds) == norm(from_file) == norm_expected(SINGLE)
 
 
-@pytest.mark.parametrize("name", ["conversational.jsonl", "ultrafeedback_binarized.jsonl", "hh_rlhf.jsonl",
-                                  "stack_exchange_paired.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["conversational.jsonl", "ultrafeedback_binarized.jsonl", "hh_rlhf.jsonl", "stack_exchange_paired.jsonl"]
+)
 def test_nested_schemas_from_list_dataframe_and_json_equal_the_jsonl(name: str, tmp_path: Path) -> None:
     rows = read_jsonl(FIXTURES / name)
     expected = norm(load_pairs(FIXTURES / name)[0])
@@ -324,7 +338,7 @@ def test_scores_survive_every_file_type(tmp_path: Path) -> None:
     """BUG: CSV cells are strings, so score_chosen / score_rejected come back None and min_score_margin is
     silently ignored for CSV files."""
     scores = [(8.0, 7.5), (9.0, 2.0), (6.0, 5.5)]
-    rows = [{**r, "score_chosen": c, "score_rejected": w} for r, (c, w) in zip(STANDARD_ROWS, scores)]
+    rows = [{**r, "score_chosen": c, "score_rejected": w} for r, (c, w) in zip(STANDARD_ROWS, scores, strict=True)]
     sources = {"jsonl": tmp_path / "s.jsonl", "parquet": tmp_path / "s.parquet", "csv": tmp_path / "s.csv"}
     sources["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in rows))
     pd.DataFrame(rows).to_parquet(sources["parquet"])

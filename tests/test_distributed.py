@@ -30,8 +30,14 @@ ACCELERATE = Path(sys.executable).with_name("accelerate")
 STEPS = 4
 NAN_STEP = 2  # second test: the loss of this step becomes NaN on process 1 (and so every gradient, via DDP)
 VALUE_NAN_STEP = 3  # ...and this step's loss value only (gradients stay finite: only process 1 can tell)
-COMMON = {"max_steps": STEPS, "save_steps": STEPS, "eval_steps": STEPS, "logging_steps": 1, "max_eval_pairs": 8,
-          "device": "cpu"}
+COMMON = {
+    "max_steps": STEPS,
+    "save_steps": STEPS,
+    "eval_steps": STEPS,
+    "logging_steps": 1,
+    "max_eval_pairs": 8,
+    "device": "cpu",
+}
 TOL = 1e-5
 TIMEOUT = 240  # seconds; a launch takes about 10 s on an idle 2-core machine
 
@@ -45,13 +51,40 @@ def _free_port() -> int:
 
 def _launch(run_dir: Path, tmp_path: Path, extra_env: dict[str, str] | None = None) -> tuple[str, str]:
     """`accelerate launch --multi_gpu --num_processes 2 -m orpo_kit train` on the tiny preset: (stdout, stderr)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        **(extra_env or {}),
+    }
     overrides = [f"{k}={v}" for k, v in COMMON.items()]
-    cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           "-m", "orpo_kit", "train", "--preset", "tiny", "--output-dir", str(run_dir),
-           "per_device_train_batch_size=2", *overrides]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "orpo_kit",
+        "train",
+        "--preset",
+        "tiny",
+        "--output-dir",
+        str(run_dir),
+        "per_device_train_batch_size=2",
+        *overrides,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT, cwd=tmp_path)
     assert done.returncode == 0, f"launch failed ({done.returncode}):\n{done.stderr[-4000:]}"
     return done.stdout, done.stderr
@@ -59,8 +92,11 @@ def _launch(run_dir: Path, tmp_path: Path, extra_env: dict[str, str] | None = No
 
 def _single_process(run_dir: Path, **overrides) -> Trainer:
     """The reference: one process, 4 pairs per step (the same global batch)."""
-    trainer = Trainer(resolve_config("tiny", overrides={**COMMON, "output_dir": str(run_dir),
-                                                        "per_device_train_batch_size": 4, **overrides}))
+    trainer = Trainer(
+        resolve_config(
+            "tiny", overrides={**COMMON, "output_dir": str(run_dir), "per_device_train_batch_size": 4, **overrides}
+        )
+    )
     trainer.train()
     return trainer
 
@@ -82,8 +118,9 @@ def _assert_two_processes_and_one_writer(run_dir: Path, stdout: str) -> dict:
     assert stdout.count("run directory :") == 1, stdout
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
     files = sorted(p.name for p in ckpt.checkpoint_path(run_dir, STEPS).iterdir())
-    assert files == ["model", "optimizer.pt", "rng_state.pt", "rng_state_rank1.pt", "scheduler.pt",
-                     ckpt.STATE_FILE], files
+    assert files == ["model", "optimizer.pt", "rng_state.pt", "rng_state_rank1.pt", "scheduler.pt", ckpt.STATE_FILE], (
+        files
+    )
     return state
 
 
@@ -98,7 +135,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     two, one = _final_weights(tmp_path / "ddp"), _final_weights(tmp_path / "single")
     assert two.keys() == one.keys()
     for name, tensor in one.items():
-        torch.testing.assert_close(two[name], tensor, rtol=TOL, atol=TOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(two[name], tensor, rtol=TOL, atol=TOL, msg=lambda m, name=name: f"{name}: {m}")
     rec_two, rec_one = read_metrics(tmp_path / "ddp")[-1], read_metrics(tmp_path / "single")[-1]
     assert rec_two["loss"] == pytest.approx(rec_one["loss"], rel=TOL)
     assert rec_two["eval_loss"] == pytest.approx(rec_one["eval_loss"], rel=TOL)
@@ -119,7 +156,7 @@ def test_nan_on_one_process_skips_the_step_on_every_process(tmp_path: Path, monk
             assert "loss" in records[step] and "skipped_step" not in records[step], records[step]
     warnings = [line for line in stderr.splitlines() if "warning: non-finite loss" in line]
     assert len(warnings) == len(skipped), stderr[-3000:]  # the main process reports each, once
-    for step, line in zip(skipped, warnings):
+    for step, line in zip(skipped, warnings, strict=True):
         assert f"at step {step} " in line and "process 1:" in line and "process 0:" not in line, line
 
     weights = _final_weights(tmp_path / "ddp")
@@ -129,7 +166,7 @@ def test_nan_on_one_process_skips_the_step_on_every_process(tmp_path: Path, monk
     monkeypatch.setenv(NAN_AT, f"{NAN_STEP}:0,{VALUE_NAN_STEP}:0")
     _single_process(tmp_path / "single")
     for name, tensor in _final_weights(tmp_path / "single").items():
-        torch.testing.assert_close(weights[name], tensor, rtol=TOL, atol=TOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(weights[name], tensor, rtol=TOL, atol=TOL, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_shipped_accelerate_configs_parse_and_sharded_ones_are_refused() -> None:
@@ -139,10 +176,16 @@ def test_shipped_accelerate_configs_parse_and_sharded_ones_are_refused() -> None
     from orpo_kit.accelerate_configs import accelerate_config_names, accelerate_config_path
     from orpo_kit.train import refuse_sharded_training
 
-    kinds = {name: load_config_from_file(str(accelerate_config_path(name))).distributed_type
-             for name in accelerate_config_names()}
-    assert kinds == {"ddp": DistributedType.MULTI_GPU, "fsdp": DistributedType.FSDP,
-                     "deepspeed_zero2": DistributedType.DEEPSPEED, "deepspeed_zero3": DistributedType.DEEPSPEED}
+    kinds = {
+        name: load_config_from_file(str(accelerate_config_path(name))).distributed_type
+        for name in accelerate_config_names()
+    }
+    assert kinds == {
+        "ddp": DistributedType.MULTI_GPU,
+        "fsdp": DistributedType.FSDP,
+        "deepspeed_zero2": DistributedType.DEEPSPEED,
+        "deepspeed_zero3": DistributedType.DEEPSPEED,
+    }
     for name in ("fsdp", "deepspeed_zero3"):  # sharded 4-bit weights need a float storage dtype
         assert "bnb_4bit_quant_storage" in accelerate_config_path(name).read_text(), name
     for name in ("fsdp", "deepspeed_zero2", "deepspeed_zero3"):

@@ -12,20 +12,40 @@ from matplotlib.figure import Figure
 
 from orpo_kit.config import resolve_config
 from orpo_kit.experiments import (
-    InterruptAtStep, RecordCollector, compare_lambdas, eval_records, format_logps_summary, lambda_run_dir,
-    logps_summary, skill_pairs, train_records,
+    InterruptAtStep,
+    RecordCollector,
+    compare_lambdas,
+    eval_records,
+    format_logps_summary,
+    lambda_run_dir,
+    logps_summary,
+    skill_pairs,
+    train_records,
 )
 from orpo_kit.train import Trainer, read_metrics
 from orpo_kit.viz import dashboard
 from orpo_kit.viz.dashboard import (
-    PANELS, LiveDashboard, dashboard_series, memory_used, plot_lambda_sweep, plot_logps_over_training, plot_training,
+    PANELS,
+    LiveDashboard,
+    dashboard_series,
+    memory_used,
+    plot_lambda_sweep,
+    plot_logps_over_training,
+    plot_training,
     process_rss_bytes,
 )
 
 
 def tiny_cfg(tmp_path: Path, **overrides):
-    base = {"output_dir": str(tmp_path / "runs"), "max_steps": 4, "logging_steps": 1, "eval_steps": 2,
-            "save_steps": 100, "max_eval_pairs": 8, "warmup_steps": 0}
+    base = {
+        "output_dir": str(tmp_path / "runs"),
+        "max_steps": 4,
+        "logging_steps": 1,
+        "eval_steps": 2,
+        "save_steps": 100,
+        "max_eval_pairs": 8,
+        "warmup_steps": 0,
+    }
     return resolve_config("tiny", overrides={**base, **overrides})
 
 
@@ -107,9 +127,11 @@ def test_process_rss_reads_proc_when_psutil_is_missing(monkeypatch) -> None:
 
 
 def test_dashboard_series_groups_train_and_eval_keys() -> None:
-    records = [{"step": 0, "eval_loss": 3.0, "eval_logps/chosen": -2.0},
-               {"step": 1, "loss": 2.5, "logps/chosen": -1.5, "step_time": 0.1, "memory_gib": None},
-               {"step": 2, "loss": 2.0, "eval_loss": 2.8, "memory_gib": 1.5}]
+    records = [
+        {"step": 0, "eval_loss": 3.0, "eval_logps/chosen": -2.0},
+        {"step": 1, "loss": 2.5, "logps/chosen": -1.5, "step_time": 0.1, "memory_gib": None},
+        {"step": 2, "loss": 2.0, "eval_loss": 2.8, "memory_gib": 1.5},
+    ]
     series = dashboard_series(records)
     assert list(series) == list(PANELS)
     assert series["loss"] == {"train": ([1, 2], [2.5, 2.0]), "eval": ([0, 2], [3.0, 2.8])}

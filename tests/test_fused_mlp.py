@@ -14,7 +14,10 @@ from orpo_kit.models import build_tiny_model, load_model
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_silu_mul_gives_autograds_exact_values_and_gradients(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    gate, up = (torch.randn(37, 53, dtype=dtype) * 3).requires_grad_(), torch.randn(37, 53, dtype=dtype).requires_grad_()
+    gate, up = (
+        (torch.randn(37, 53, dtype=dtype) * 3).requires_grad_(),
+        torch.randn(37, 53, dtype=dtype).requires_grad_(),
+    )
     grad = torch.randn(37, 53, dtype=dtype)
     want = nn.functional.silu(gate) * up
     want_g = torch.autograd.grad(want, (gate, up), grad)
@@ -97,8 +100,9 @@ def test_fused_mlp_under_activation_checkpointing_gives_the_same_gradients() -> 
     grads = []
     for fused in (False, True):
         torch.manual_seed(0)
-        model = load_model(ORPOConfig(use_lora=True, lora_dropout=0.0, gradient_checkpointing=True,
-                                      fused_swiglu=fused)).train()
+        model = load_model(
+            ORPOConfig(use_lora=True, lora_dropout=0.0, gradient_checkpointing=True, fused_swiglu=fused)
+        ).train()
         assert sum(is_fused(m) for m in model.modules()) == (2 if fused else 0)
         model(input_ids=ids, use_cache=False).logits.square().mean().backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})

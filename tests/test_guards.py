@@ -31,8 +31,7 @@ def _saved(run: Path, step: int) -> dict[str, torch.Tensor]:
     return load_file(ckpt.checkpoint_path(run, step) / "model" / "model.safetensors")
 
 
-def test_nonfinite_loss_is_skipped_then_the_run_stops_naming_step_and_rows(tmp_path: Path, monkeypatch,
-                                                                          capsys) -> None:
+def test_nonfinite_loss_is_skipped_then_the_run_stops_naming_step_and_rows(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv(NAN_AT, "2:0,3:0")
     trainer = tiny(tmp_path, max_steps=4, max_skipped_steps=1)
     with pytest.raises(FloatingPointError) as caught:
@@ -78,8 +77,9 @@ def test_too_little_free_disk_is_refused_before_training(tmp_path: Path, monkeyp
     usage = namedtuple("usage", "total used free")
     estimates: list[int] = []
     real_estimate = ckpt.estimate_checkpoint_bytes
-    monkeypatch.setattr(ckpt, "estimate_checkpoint_bytes", lambda model: estimates.append(real_estimate(model))
-                        or estimates[-1])
+    monkeypatch.setattr(
+        ckpt, "estimate_checkpoint_bytes", lambda model: estimates.append(real_estimate(model)) or estimates[-1]
+    )
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2 * estimates[-1], 0, estimates[-1] - 1))
     with pytest.raises(OSError, match="one checkpoint needs"):
         tiny(tmp_path, max_steps=1)
@@ -93,8 +93,11 @@ def test_checkpoint_size_estimate_counts_weights_and_adam_state(tmp_path: Path) 
     trainer = tiny(tmp_path, max_steps=1)
     model = trainer.accelerator.unwrap_model(trainer.model)
     trainer.train()  # one step, so the checkpoint holds AdamW's moments
-    on_disk = sum(p.stat().st_size for p in ckpt.checkpoint_path(tmp_path / "run", 1).rglob("*")
-                  if p.suffix in (".safetensors", ".pt"))
+    on_disk = sum(
+        p.stat().st_size
+        for p in ckpt.checkpoint_path(tmp_path / "run", 1).rglob("*")
+        if p.suffix in (".safetensors", ".pt")
+    )
     estimate = ckpt.estimate_checkpoint_bytes(model)
     assert estimate == 3 * sum(p.numel() * p.element_size() for p in model.parameters())
     assert 0.9 * on_disk <= estimate <= 1.1 * on_disk, (estimate, on_disk)

@@ -6,7 +6,6 @@ CLI runs go through the installed console script in a subprocess (offline; the h
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -19,13 +18,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from orpo_kit.batching import collate_pairs
 from orpo_kit.cli import main
 from orpo_kit.config import ORPOConfig, resolve_config
 from orpo_kit.data import (
-    DataReport, PreferencePair, RowProblem, drop_eval_overlap, inspect_data, load_pairs, render_ids,
-    split_train_eval, tokenize_pair, tokenize_pairs,
+    DataReport,
+    PreferencePair,
+    RowProblem,
+    drop_eval_overlap,
+    inspect_data,
+    load_pairs,
+    render_ids,
+    split_train_eval,
+    tokenize_pair,
+    tokenize_pairs,
 )
+from orpo_kit.layouts import PLAIN
 from orpo_kit.models import build_tiny_model, load_tokenizer
 from orpo_kit.train import orpo_step
 
@@ -46,8 +53,15 @@ def _cli() -> list[str]:
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "PYTHONWARNINGS": "ignore",
+    }
     return subprocess.run([*_cli(), "inspect-data", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -76,8 +90,36 @@ def test_inspect_data_on_the_builtin_set_prints_the_report() -> None:
 def _write_big_jsonl(path: Path, n: int, seed: int = 0) -> None:
     """n pairs with varied prompts and answers (lengths, vocabulary, punctuation, a little non-ASCII)."""
     rng = random.Random(seed)
-    words = ("alpha beta gamma delta river mountain cloud quick slow bright dark seven eleven apple orange tiger "
-             "café naïve Zürich 東京 garden engine ledger prism walnut harbor quartz violet").split()
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "river",
+        "mountain",
+        "cloud",
+        "quick",
+        "slow",
+        "bright",
+        "dark",
+        "seven",
+        "eleven",
+        "apple",
+        "orange",
+        "tiger",
+        "café",
+        "naïve",
+        "Zürich",
+        "東京",
+        "garden",
+        "engine",
+        "ledger",
+        "prism",
+        "walnut",
+        "harbor",
+        "quartz",
+        "violet",
+    ]
     openers = ["Explain", "Summarize", "What is", "Describe", "List three facts about", "Compare", "Translate"]
 
     def text(lo: int, hi: int) -> str:
@@ -85,8 +127,12 @@ def _write_big_jsonl(path: Path, n: int, seed: int = 0) -> None:
 
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
-            row = {"prompt": f"{rng.choice(openers)} {text(2, 40)} (#{i})?", "chosen": text(1, 80) + ".",
-                   "rejected": text(1, 80) + "!", "skill": rng.choice(["facts", "style", "math"])}
+            row = {
+                "prompt": f"{rng.choice(openers)} {text(2, 40)} (#{i})?",
+                "chosen": text(1, 80) + ".",
+                "rejected": text(1, 80) + "!",
+                "skill": rng.choice(["facts", "style", "math"]),
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
@@ -134,12 +180,17 @@ def test_inspect_data_directory_exits_2_with_one_line_naming_the_path(tmp_path: 
     assert lines[0].startswith(f"orpo-kit inspect-data: error: {tmp_path} is a directory")
 
 
-@pytest.mark.parametrize("content, needle", [
-    (b"", "is empty"),
-    (b'{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "p", "chos\n', "line 2: not valid JSON"),
-    (b'{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "q", "chosen": 1, "rejected": "r"}\n',
-     "line 2, field 'chosen'"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        (b"", "is empty"),
+        (b'{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "p", "chos\n', "line 2: not valid JSON"),
+        (
+            b'{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"prompt": "q", "chosen": 1, "rejected": "r"}\n',
+            "line 2, field 'chosen'",
+        ),
+    ],
+)
 def test_inspect_data_bad_files_exit_2_in_process(content: bytes, needle: str, tmp_path: Path, capsys) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_bytes(content)
@@ -150,9 +201,11 @@ def test_inspect_data_bad_files_exit_2_in_process(content: bytes, needle: str, t
 
 def test_inspect_data_drop_policy_reports_dropped_rows(tmp_path: Path, capsys) -> None:
     path = tmp_path / "mixed.jsonl"
-    path.write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"oops\n'
-                    '{"prompt": "q", "chosen": "d", "rejected": "d"}\n'
-                    '{"prompt": "s", "chosen": "e", "rejected": "f"}\n')
+    path.write_text(
+        '{"prompt": "p", "chosen": "c", "rejected": "r"}\n{"oops\n'
+        '{"prompt": "q", "chosen": "d", "rejected": "d"}\n'
+        '{"prompt": "s", "chosen": "e", "rejected": "f"}\n'
+    )
     assert main(["inspect-data", str(path), "--policy", "drop", "--tokenizer", "none"]) == 0
     out = capsys.readouterr().out
     assert "rows read: 4, pairs kept: 2, dropped: 2" in out
@@ -169,8 +222,9 @@ def _pairs(rows: list[dict]) -> list[PreferencePair]:
 
 
 def test_fraction_split_with_repeated_prompts_keeps_each_prompt_on_one_side() -> None:
-    rows = [{"prompt": f"Question {i % 7}?", "chosen": f"good answer {i}", "rejected": f"bad answer {i}"}
-            for i in range(42)]
+    rows = [
+        {"prompt": f"Question {i % 7}?", "chosen": f"good answer {i}", "rejected": f"bad answer {i}"} for i in range(42)
+    ]
     pairs = _pairs(rows)
     for seed in range(5):
         train, evals = split_train_eval(pairs, eval_fraction=0.3, seed=seed)
@@ -214,10 +268,18 @@ def test_own_split_column_overlap_raises_under_policy_raise() -> None:
 def test_overlap_compares_the_whole_dialogue_not_just_the_last_turn() -> None:
     """Same last question after a different history is a different prompt, so it is kept."""
     base = {"chosen": [{"role": "assistant", "content": "Yes."}], "rejected": [{"role": "assistant", "content": "No."}]}
-    rows = [{**base, "split": "train", "prompt": [{"role": "user", "content": "Is it red?"}]},
-            {**base, "split": "eval", "prompt": [{"role": "user", "content": "I have an apple."},
-                                                 {"role": "assistant", "content": "Nice."},
-                                                 {"role": "user", "content": "Is it red?"}]}]
+    rows = [
+        {**base, "split": "train", "prompt": [{"role": "user", "content": "Is it red?"}]},
+        {
+            **base,
+            "split": "eval",
+            "prompt": [
+                {"role": "user", "content": "I have an apple."},
+                {"role": "assistant", "content": "Nice."},
+                {"role": "user", "content": "Is it red?"},
+            ],
+        },
+    ]
     pairs, report = load_pairs(rows)
     train, evals = split_train_eval(pairs, 0.5, 0)
     assert drop_eval_overlap(train, evals, report) == evals and not report.dropped
@@ -240,7 +302,7 @@ def test_inspect_data_counts_eval_overlap_in_its_report(tmp_path: Path) -> None:
 
 def _long_dialogue(tag: int = 0, answer_words: int = 30) -> PreferencePair:
     rng = random.Random(tag)
-    words = "context detail history earlier remark aside tangent background note story".split()
+    words = ["context", "detail", "history", "earlier", "remark", "aside", "tangent", "background", "note", "story"]
     prompt = [{"role": "system", "content": "You are a careful assistant. " * 5}]
     for turn in range(3):
         prompt.append({"role": "user", "content": " ".join(rng.choice(words) for _ in range(40)) + f" (turn {turn})"})
@@ -251,10 +313,10 @@ def _long_dialogue(tag: int = 0, answer_words: int = 30) -> PreferencePair:
 
 def _check_fit(tokenizer, pair: PreferencePair, tok, max_length: int, mct: int) -> None:
     full_prompt, full_chosen, full_rejected = render_ids(tokenizer, pair)
-    assert 1 <= len(tok.prompt_ids) and tok.prompt_ids == full_prompt[-len(tok.prompt_ids):]  # cut from the left
+    assert len(tok.prompt_ids) >= 1 and tok.prompt_ids == full_prompt[-len(tok.prompt_ids) :]  # cut from the left
     for got, full in ((tok.chosen_ids, full_chosen), (tok.rejected_ids, full_rejected)):
         assert got, "empty completion"
-        assert got == full[:len(got)]  # completions are cut from the right only
+        assert got == full[: len(got)]  # completions are cut from the right only
         assert len(got) >= min(len(full), mct)
         assert len(tok.prompt_ids) + len(got) <= max_length
 
@@ -270,7 +332,8 @@ def test_long_dialogue_prompt_is_cut_from_the_left_keeping_its_end(tokenizer) ->
     assert len(tok.chosen_ids) == mct and tok.rejected_ids == full_rejected
     assert len(tok.prompt_ids) == max_length - mct
     assert tokenizer.decode(tok.prompt_ids).endswith(
-        "FINAL QUESTION 0: which word came last?<|im_end|>\n<|im_start|>assistant\n")
+        "FINAL QUESTION 0: which word came last?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 @pytest.mark.parametrize("mct", [1, 4, 8, 16])
@@ -294,8 +357,11 @@ def test_any_max_length_either_fits_with_nonempty_completions_or_is_too_long(tok
 def test_tokenize_pairs_drops_and_counts_pairs_that_cannot_fit(tokenizer) -> None:
     rows = [
         {"prompt": "Hi there, how are you today?", "chosen": "Fine.", "rejected": "Bad."},
-        {"prompt": "Tell me a story.", "chosen": "Once upon a time there was a very long story " * 3,
-         "rejected": "No."},
+        {
+            "prompt": "Tell me a story.",
+            "chosen": "Once upon a time there was a very long story " * 3,
+            "rejected": "No.",
+        },
         {"prompt": _long_dialogue(1).prompt_messages, "chosen": "Ok.", "rejected": "No."},
     ]
     pairs, report = load_pairs(rows)
@@ -304,7 +370,7 @@ def test_tokenize_pairs_drops_and_counts_pairs_that_cannot_fit(tokenizer) -> Non
     assert [t.origin for t in out] == [pairs[0].origin, pairs[2].origin]
     assert report.dropped == {"too_long": 1}
     assert report.examples["too_long"][0].startswith("rows, row 1 (counting from 0): max_length=8")
-    for pair, tok in zip([pairs[0], pairs[2]], out):
+    for pair, tok in zip([pairs[0], pairs[2]], out, strict=True):
         _check_fit(tokenizer, pair, tok, max_length, mct)
     with pytest.raises(RowProblem, match=r"rows, row 1 \(counting from 0\): max_length=8") as info:
         tokenize_pairs(tokenizer, pairs, max_length, 64, min_completion_tokens=mct, policy="raise")
@@ -324,13 +390,16 @@ def test_min_completion_tokens_zero_never_yields_empty_completions(tokenizer) ->
 def test_inspect_data_counts_pairs_that_cannot_fit_as_too_long(tokenizer) -> None:
     """BUG: inspect-data counts pairs that training would drop (too_long) as merely 'completion truncated',
     so its report says every pair is kept, and policy raise does not raise."""
-    rows = [{"prompt": "Tell me a story.", "chosen": "Once upon a time there was a long story " * 3, "rejected": "No."},
-            {"prompt": "Say hi.", "chosen": "Hi.", "rejected": "No."}]
+    rows = [
+        {"prompt": "Tell me a story.", "chosen": "Once upon a time there was a long story " * 3, "rejected": "No."},
+        {"prompt": "Say hi.", "chosen": "Hi.", "rejected": "No."},
+    ]
     found = inspect_data(rows, tokenizer=tokenizer, max_length=8, max_prompt_length=64, min_completion_tokens=8)
     assert found.report.dropped.get("too_long") == 1, found.lines()
     with pytest.raises(RowProblem, match="max_length=8"):
-        inspect_data(rows, tokenizer=tokenizer, max_length=8, max_prompt_length=64, min_completion_tokens=8,
-                     policy="raise")
+        inspect_data(
+            rows, tokenizer=tokenizer, max_length=8, max_prompt_length=64, min_completion_tokens=8, policy="raise"
+        )
 
 
 @pytest.mark.parametrize("max_length, mct", [(48, 8), (24, 1)])
@@ -339,7 +408,7 @@ def test_orpo_loss_and_gradients_stay_finite_on_truncated_long_dialogues(tokeniz
     pairs = [_long_dialogue(i, answer_words=5 + 10 * i) for i in range(4)]
     tokenized = tokenize_pairs(tokenizer, pairs, max_length, max_prompt_length=40, min_completion_tokens=mct)
     assert len(tokenized) == 4 and all(t.prompt_truncated for t in tokenized)
-    batch = collate_pairs(tokenized, tokenizer.pad_token_id)
+    batch = PLAIN.collate(tokenized, tokenizer.pad_token_id)
     assert (batch.completion_mask.sum(dim=1) > 0).all()
     model = build_tiny_model()
     loss, metrics = orpo_step(model, batch, cfg)
@@ -362,7 +431,7 @@ def test_completion_mask_decodes_to_exactly_the_completion_for_every_builtin_pai
     pairs, _ = load_pairs("builtin")
     tokenized = tokenize_pairs(tokenizer, pairs, cfg.max_length, cfg.max_prompt_length, cfg.min_completion_tokens)
     assert len(tokenized) == len(pairs) and not any(t.truncated for t in tokenized)
-    batch = collate_pairs(tokenized, tokenizer.pad_token_id)
+    batch = PLAIN.collate(tokenized, tokenizer.pad_token_id)
     n = len(pairs)
     for row in range(2 * n):
         pair, tok = pairs[row % n], tokenized[row % n]

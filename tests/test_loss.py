@@ -8,18 +8,17 @@ import mpmath
 import pytest
 import torch
 import torch.nn.functional as F
+from plain_path import pair_logps_from_logits
 
-from orpo_kit.loss import (
-    METRIC_NAMES, LogpTargets, PairLogps, log1mexp, orpo_loss, pair_logps_from_logits, pair_logps_from_token_logps,
-    selected_token_logps,
-)
+from orpo_kit.logprobs import LogpTargets, pair_logps_from_token_logps, selected_token_logps
+from orpo_kit.loss import METRIC_NAMES, PairLogps, log1mexp, orpo_loss
 
 
 def reference_orpo(chosen: list[float], rejected: list[float], nll: float, lam: float) -> tuple[float, float, float]:
     """The paper's equations with 50-digit arithmetic (mpmath): (loss, mean log sigma(d), mean d)."""
     mpmath.mp.dps = 50
     ds, log_sigmas = [], []
-    for lc, lr in zip(chosen, rejected):
+    for lc, lr in zip(chosen, rejected, strict=True):
         p_c, p_r = mpmath.exp(mpmath.mpf(lc)), mpmath.exp(mpmath.mpf(lr))  # 1 - p via expm1 below
         d = mpmath.log(p_c / -mpmath.expm1(lc)) - mpmath.log(p_r / -mpmath.expm1(lr))  # log odds ratio
         ds.append(d)
@@ -95,7 +94,7 @@ def make_batch(pad_id: int = 7) -> tuple[torch.Tensor, ...]:
     for i, (p, c) in enumerate(rows):
         ids[i, : len(p) + len(c)] = torch.tensor(p + c)
         attn[i, : len(p) + len(c)] = 1
-        comp[i, len(p): len(p) + len(c)] = 1
+        comp[i, len(p) : len(p) + len(c)] = 1
     return ids, attn, comp
 
 
@@ -125,7 +124,7 @@ def test_selected_token_logps_chunks_agree_with_one_pass(monkeypatch: pytest.Mon
     logits = torch.randn(50, 13, generator=torch.Generator().manual_seed(2))
     targets = torch.randint(0, 13, (50,), generator=torch.Generator().manual_seed(3))
     whole, _ = selected_token_logps(logits, targets)
-    monkeypatch.setattr("orpo_kit.loss._ROWS_PER_CHUNK", 7)
+    monkeypatch.setattr("orpo_kit.logprobs._ROWS_PER_CHUNK", 7)
     chunked, _ = selected_token_logps(logits, targets)
     torch.testing.assert_close(whole, chunked)
     torch.testing.assert_close(whole, torch.log_softmax(logits, -1)[torch.arange(50), targets])
@@ -133,8 +132,12 @@ def test_selected_token_logps_chunks_agree_with_one_pass(monkeypatch: pytest.Mon
 
 def test_zero_completion_tokens_is_an_error_not_nan() -> None:
     """Pair 0's rejected completion (sequence 2) has no token: its mean would be 0 / 0."""
-    targets = LogpTargets(positions=torch.arange(3), token_ids=torch.zeros(3, dtype=torch.long),
-                          sequence=torch.tensor([0, 1, 3]), num_pairs=2)
+    targets = LogpTargets(
+        positions=torch.arange(3),
+        token_ids=torch.zeros(3, dtype=torch.long),
+        sequence=torch.tensor([0, 1, 3]),
+        num_pairs=2,
+    )
     with pytest.raises(ValueError, match="no completion tokens"):
         pair_logps_from_token_logps(torch.full((3,), -1.0), torch.zeros(3), targets)
 

@@ -9,16 +9,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig
+from transformers import AutoModelForCausalLM, LlamaConfig
 
-from orpo_kit.batching import collate_pairs, collate_shared
 from orpo_kit.config import ORPOConfig, resolve_config
-from orpo_kit.memory import (
-    GiB, MiB, ModelShape, count_parameters, estimate_command, estimate_memory, layer_activation_bytes,
-    lora_parameters, measure_training_peak, mistral_7b_config, model_config_for, synthetic_estimate_kwargs,
-    synthetic_pairs, synthetic_row_len,
-)
 from orpo_kit.fused_mlp import fuse_swiglu
+from orpo_kit.layouts import PLAIN as PLAIN_LAYOUT
+from orpo_kit.layouts import SHARED as SHARED_LAYOUT
+from orpo_kit.memory import (
+    GiB,
+    MiB,
+    ModelShape,
+    count_parameters,
+    estimate_command,
+    estimate_memory,
+    layer_activation_bytes,
+    lora_parameters,
+    measure_training_peak,
+    mistral_7b_config,
+    model_config_for,
+    synthetic_estimate_kwargs,
+    synthetic_pairs,
+    synthetic_row_len,
+)
 from orpo_kit.models.load import apply_lora, build_tiny_model
 
 PLAIN = {"prefix_sharing": False, "chunked_logps": False}  # the old path: 2 rows per pair, full logits
@@ -36,8 +48,10 @@ def shape_of(cfg: ORPOConfig) -> ModelShape:
 
 
 # ---- parameter counts -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides", [{}, {"tie_word_embeddings": True}, {"hidden_size": 192, "num_hidden_layers": 3,
-                                                                           "num_key_value_heads": 4}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"tie_word_embeddings": True}, {"hidden_size": 192, "num_hidden_layers": 3, "num_key_value_heads": 4}],
+)
 def test_tiny_parameter_count_equals_the_built_model(overrides) -> None:
     cfg = ORPOConfig(model_name_or_path="tiny", model_config_overrides=overrides)
     model = build_tiny_model(overrides)
@@ -45,9 +59,17 @@ def test_tiny_parameter_count_equals_the_built_model(overrides) -> None:
 
 
 def test_parameter_count_with_biases_equals_a_meta_model() -> None:
-    config = LlamaConfig(hidden_size=128, intermediate_size=320, num_hidden_layers=3, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=500, attention_bias=True, mlp_bias=True,
-                         tie_word_embeddings=False)
+    config = LlamaConfig(
+        hidden_size=128,
+        intermediate_size=320,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=500,
+        attention_bias=True,
+        mlp_bias=True,
+        tie_word_embeddings=False,
+    )
     assert count_parameters(ModelShape.from_config(config)).total == meta_numel(config)
 
 
@@ -99,7 +121,7 @@ def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int, inputs: dict | 
     if inputs is None:
         ids = torch.randint(0, 1000, (rows, seq_len))
         mask = torch.ones_like(ids)
-        mask[rows // 2:, seq_len - 8:] = 0
+        mask[rows // 2 :, seq_len - 8 :] = 0
         inputs = {"input_ids": ids, "attention_mask": mask}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(**inputs, use_cache=False)
@@ -108,8 +130,9 @@ def saved_bytes(model: torch.nn.Module, rows: int, seq_len: int, inputs: dict | 
 
 def _tiny_train_model(layers: int, lora: bool, fused: bool = False) -> torch.nn.Module:
     """The tiny model with `layers` layers (LoRA r8 when asked, the fused SwiGLU when asked), in train mode."""
-    cfg = ORPOConfig(model_name_or_path="tiny", use_lora=lora, lora_r=8,
-                     model_config_overrides={"num_hidden_layers": layers})
+    cfg = ORPOConfig(
+        model_name_or_path="tiny", use_lora=lora, lora_r=8, model_config_overrides={"num_hidden_layers": layers}
+    )
     model = build_tiny_model(cfg.model_config_overrides)
     if fused:
         fuse_swiglu(model)
@@ -127,8 +150,9 @@ def test_layer_activation_table_matches_autograd(lora: bool, fused: bool) -> Non
     # differences over layers and over rows cancel everything that is not per layer and per token
     measured = ((per_layer[1][1] - per_layer[0][1]) - (per_layer[1][0] - per_layer[0][0])) / (2 * seq_len)
     shape = shape_of(ORPOConfig(model_name_or_path="tiny"))
-    expected = layer_activation_bytes(shape, seq_len, lora=lora, quantized=False, amp=False, lora_r=8,
-                                      fused_swiglu=fused)
+    expected = layer_activation_bytes(
+        shape, seq_len, lora=lora, quantized=False, amp=False, lora_r=8, fused_swiglu=fused
+    )
     assert measured == expected
 
 
@@ -140,7 +164,7 @@ def test_layer_activation_table_matches_autograd_in_the_shared_layout(lora: bool
     width = synthetic_row_len(seq_len)
     for layers in (1, 2):
         model = _tiny_train_model(layers, lora, fused)
-        batches = [collate_shared(synthetic_pairs(pairs, seq_len, 1000), 0) for pairs in (1, 2)]
+        batches = [SHARED_LAYOUT.collate(synthetic_pairs(pairs, seq_len, 1000), 0) for pairs in (1, 2)]
         assert all(b.input_ids.shape[1] == width for b in batches)
         per_layer.append([saved_bytes(model, 0, 0, b.model_inputs(torch.float32)) for b in batches])
     measured = ((per_layer[1][1] - per_layer[0][1]) - (per_layer[1][0] - per_layer[0][0])) / width
@@ -156,7 +180,7 @@ def test_synthetic_workload_matches_the_collated_batches() -> None:
     trainer's collate functions build from `synthetic_pairs`, in both layouts and for both NLL choices."""
     seq_len, batch = 100, 3
     pairs = synthetic_pairs(batch, seq_len, 500)
-    plain, shared = collate_pairs(pairs, 0), collate_shared(pairs, 0)
+    plain, shared = PLAIN_LAYOUT.collate(pairs, 0), SHARED_LAYOUT.collate(pairs, 0)
     kw = synthetic_estimate_kwargs(seq_len)
     assert plain.input_ids.shape == (2 * batch, seq_len) and shared.input_ids.shape == (batch, kw["row_len"])
     assert kw["completion_fraction"] == pytest.approx(float(plain.completion_mask.sum()) / (2 * batch * seq_len))
@@ -174,14 +198,15 @@ def test_default_row_width_is_max_length_plus_the_completion() -> None:
     assert estimate_memory(cfg, SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512).row_len == 1024  # f = 1
     half = estimate_memory(cfg, SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512, completion_fraction=0.5)
     assert (half.rows, half.row_len, half.logp_positions) == (4, 768, 4 * 512)  # prompt 256 + 2 x 256
-    plain = estimate_memory(cfg.replace(**PLAIN), SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512,
-                            completion_fraction=0.5)
+    plain = estimate_memory(
+        cfg.replace(**PLAIN), SMALL_LLAMA, device="cpu", new_tokens=0, seq_len=512, completion_fraction=0.5
+    )
     assert (plain.rows, plain.row_len, plain.logp_positions) == (8, 512, 4 * 512)
 
 
 def test_the_config_selects_the_path() -> None:
     base = ORPOConfig(model_name_or_path="x", use_lora=True)
-    est = lambda c, config=SMALL_LLAMA: estimate_memory(c, config, device="cpu", new_tokens=0)  # noqa: E731
+    est = lambda c, config=SMALL_LLAMA: estimate_memory(c, config, device="cpu", new_tokens=0)
     assert (est(base).layout, est(base).chunked_logps) == ("shared", True)
     assert (est(base.replace(**PLAIN)).layout, est(base.replace(**PLAIN)).chunked_logps) == ("plain", False)
     assert est(base.replace(prefix_sharing=False)).layout == "plain"
@@ -197,7 +222,7 @@ def test_the_config_selects_the_path() -> None:
 
 def test_chunked_logits_hold_one_chunk_and_the_shared_mask_grows_with_width() -> None:
     cfg = ORPOConfig(model_name_or_path="x", use_lora=True, logps_chunk_size=1024)
-    est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0, **kw)  # noqa: E731
+    est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0, **kw)
     v, h = SMALL_LLAMA.vocab_size, SMALL_LLAMA.hidden_size
     # 2 pairs x 1024, f = 1: 4,096 positions in 4 chunks of 1,024; 4 fp32 blocks of 1,024 x V while one runs
     long = est(batch_size=2, seq_len=1024)
@@ -214,15 +239,23 @@ def test_chunked_logits_hold_one_chunk_and_the_shared_mask_grows_with_width() ->
 
 
 # ---- monotonicity and structure -------------------------------------------------------------------------------------
-SMALL_LLAMA = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                          num_key_value_heads=3, head_dim=64, vocab_size=49152, tie_word_embeddings=True)
+SMALL_LLAMA = LlamaConfig(
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    head_dim=64,
+    vocab_size=49152,
+    tie_word_embeddings=True,
+)
 
 
 @pytest.mark.parametrize("path", [{}, PLAIN])
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_estimates_grow_with_length_and_batch_and_shrink_with_checkpointing(device: str, path: dict) -> None:
     cfg = ORPOConfig(model_name_or_path="x", use_lora=True, **path)
-    est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device=device, new_tokens=0, **kw)  # noqa: E731
+    est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device=device, new_tokens=0, **kw)
     short, long = est(batch_size=2, seq_len=128), est(batch_size=2, seq_len=512)
     assert long.total > short.total and long.activations > short.activations and long.logits > short.logits
     assert est(batch_size=4, seq_len=128).total > short.total
@@ -246,25 +279,36 @@ def test_four_bit_weights_are_smaller_and_full_fine_tuning_costs_optimizer_state
     assert e_full.optimizer > 20 * e_lora.optimizer  # 134.5M vs 4.9M trainable
 
 
-@pytest.mark.skipif("cpu_return_freed_memory" not in {f.name for f in dataclasses.fields(ORPOConfig)},
-                    reason="no cpu_return_freed_memory switch in this ORPOConfig")
+@pytest.mark.skipif(
+    "cpu_return_freed_memory" not in {f.name for f in dataclasses.fields(ORPOConfig)},
+    reason="no cpu_return_freed_memory switch in this ORPOConfig",
+)
 def test_returning_freed_memory_lowers_the_cpu_estimate_and_drops_the_checkpointing_floor() -> None:
     cfg = ORPOConfig(model_name_or_path="x", use_lora=True, gradient_checkpointing=True)
-    est = lambda c: estimate_memory(c, SMALL_LLAMA, device="cpu", new_tokens=0, batch_size=2,  # noqa: E731
-                                    seq_len=256)
+    est = lambda c: estimate_memory(
+        c,
+        SMALL_LLAMA,
+        device="cpu",
+        new_tokens=0,
+        batch_size=2,
+        seq_len=256,
+    )
     freed, heap = est(cfg.replace(cpu_return_freed_memory=True)), est(cfg.replace(cpu_return_freed_memory=False))
     assert freed.activations < heap.activations and "CPU heap floor" in heap.details["activations"]
     assert "CPU heap floor" not in freed.details["activations"] and "returned to the OS" in freed.table()
-    on_gpu = lambda c: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0)  # noqa: E731
-    assert on_gpu(cfg.replace(cpu_return_freed_memory=True)).total == on_gpu(cfg.replace(
-        cpu_return_freed_memory=False)).total  # a CPU allocator setting
+    on_gpu = lambda c: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0)
+    assert (
+        on_gpu(cfg.replace(cpu_return_freed_memory=True)).total
+        == on_gpu(cfg.replace(cpu_return_freed_memory=False)).total
+    )  # a CPU allocator setting
 
 
 def test_gradient_accumulation_keeps_gradients_alive_during_forward() -> None:
     cfg = ORPOConfig(model_name_or_path="x", use_lora=False)
     one = estimate_memory(cfg, SMALL_LLAMA, device="cpu", batch_size=1, seq_len=64)
-    eight = estimate_memory(cfg.replace(gradient_accumulation_steps=8), SMALL_LLAMA, device="cpu", batch_size=1,
-                            seq_len=64)
+    eight = estimate_memory(
+        cfg.replace(gradient_accumulation_steps=8), SMALL_LLAMA, device="cpu", batch_size=1, seq_len=64
+    )
     assert eight.gradients_at_peak == eight.gradients > one.gradients_at_peak
     assert eight.total > one.total
 
@@ -273,8 +317,16 @@ def test_gradient_accumulation_keeps_gradients_alive_during_forward() -> None:
 def test_breakdown_and_table(path: dict) -> None:
     est = estimate_memory(resolve_config("tiny", overrides=path), device="cpu")
     parts = est.breakdown()
-    assert set(parts) == {"weights", "trainable", "gradients", "optimizer", "activations", "logits", "overhead",
-                          "total"}
+    assert set(parts) == {
+        "weights",
+        "trainable",
+        "gradients",
+        "optimizer",
+        "activations",
+        "logits",
+        "overhead",
+        "total",
+    }
     peak = max(est.activations + est.logits + est.gradients_at_peak, est.gradients + est.optimizer_step_temp)
     assert est.total == est.weights + est.trainable + est.optimizer + est.overhead + peak
     text = est.table()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from orpo_kit.batching import collate_pairs
 from orpo_kit.config import resolve_config
 from orpo_kit.data import load_pairs, tokenize_pairs
+from orpo_kit.layouts import PLAIN
 from orpo_kit.models.chat_template import CHATML, CHATML_TOKENS, ensure_chat_template, trainable_token_targets
 from orpo_kit.models.load import build_tiny_model, load_model, load_tokenizer
 from orpo_kit.train import build_optimizer, orpo_step
@@ -41,8 +41,12 @@ def base_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["</s>"], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["</s>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     bpe.train_from_iterator(CORPUS * 4, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>")
     assert not tokenizer.chat_template and tokenizer.pad_token is None
@@ -56,9 +60,19 @@ def base_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
 
 def _cfg(dirs: tuple[Path, Path, int], **overrides):
     model_dir, tok_dir, _ = dirs
-    return resolve_config("tiny", overrides={
-        "model_name_or_path": str(model_dir), "tokenizer_name_or_path": str(tok_dir), "use_lora": True,
-        "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-2, "orpo_lambda": 1.0, **overrides})
+    return resolve_config(
+        "tiny",
+        overrides={
+            "model_name_or_path": str(model_dir),
+            "tokenizer_name_or_path": str(tok_dir),
+            "use_lora": True,
+            "lora_r": 4,
+            "lora_alpha": 8,
+            "learning_rate": 1e-2,
+            "orpo_lambda": 1.0,
+            **overrides,
+        },
+    )
 
 
 def _embed_rows(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
@@ -83,8 +97,9 @@ def test_base_model_gets_chatml_and_trainable_new_token_rows(base_model_dirs) ->
     new_ids = tokenizer.convert_tokens_to_ids(list(CHATML_TOKENS))
     assert sorted(new_ids) == [vocab, vocab + 1] and len(tokenizer) == vocab + 2
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token_id is not None
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True,
-                                             tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert rendered == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=True, return_dict=True)
     assert ids["input_ids"][0] == new_ids[0] and new_ids[1] in ids["input_ids"]  # single special tokens
@@ -104,19 +119,26 @@ def test_base_model_gets_chatml_and_trainable_new_token_rows(base_model_dirs) ->
     assert sorted(n.split(".token_adapter")[0].rsplit(".", 1)[-1] for n in token_params) == ["embed_tokens", "lm_head"]
     assert all(p.shape == (2, inner.config.hidden_size) for p in token_params.values())
     assert all("lora_" in n for n in trainable if n not in token_params)
-    assert not any(p.requires_grad for n, p in model.named_parameters() if n.endswith("base_layer.weight")
-                   and ("embed_tokens" in n or "lm_head" in n))
+    assert not any(
+        p.requires_grad
+        for n, p in model.named_parameters()
+        if n.endswith("base_layer.weight") and ("embed_tokens" in n or "lm_head" in n)
+    )
 
     # One ORPO step on a few built-in pairs through the ChatML template.
     pairs, _ = load_pairs("builtin")
     items = tokenize_pairs(tokenizer, pairs[:4], max_length=160, max_prompt_length=96)
-    batch = collate_pairs(items, tokenizer.pad_token_id)
+    batch = PLAIN.collate(items, tokenizer.pad_token_id)
     assert set(new_ids) <= set(batch.input_ids[batch.attention_mask.bool()].tolist())
 
     old_ids = [0, 5, 100, vocab - 1]
     probe = torch.randn(3, inner.config.hidden_size, generator=torch.Generator().manual_seed(0))
-    before = (_embed_rows(model, new_ids), _embed_rows(model, old_ids),
-              _head_rows(model, new_ids, probe), _head_rows(model, old_ids, probe))
+    before = (
+        _embed_rows(model, new_ids),
+        _embed_rows(model, old_ids),
+        _head_rows(model, new_ids, probe),
+        _head_rows(model, old_ids, probe),
+    )
 
     model.train()
     optimizer = build_optimizer(model, cfg)
@@ -129,8 +151,12 @@ def test_base_model_gets_chatml_and_trainable_new_token_rows(base_model_dirs) ->
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
-    after = (_embed_rows(model, new_ids), _embed_rows(model, old_ids),
-             _head_rows(model, new_ids, probe), _head_rows(model, old_ids, probe))
+    after = (
+        _embed_rows(model, new_ids),
+        _embed_rows(model, old_ids),
+        _head_rows(model, new_ids, probe),
+        _head_rows(model, old_ids, probe),
+    )
     assert ((after[0] - before[0]).abs().amax(dim=1) > 1e-4).all(), "new input-embedding rows did not change"
     torch.testing.assert_close(after[1], before[1], rtol=0, atol=0)  # old rows stay frozen
     assert ((after[2] - before[2]).abs().amax(dim=0) > 1e-4).all(), "new lm_head rows did not change"
@@ -142,8 +168,9 @@ def test_base_model_gets_chatml_and_trainable_new_token_rows(base_model_dirs) ->
         adapted = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         merged = model.merge_and_unload()
         assert merged.get_input_embeddings().weight.shape[0] == rows
-        torch.testing.assert_close(merged(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
-                                   adapted, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            merged(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, adapted, rtol=0, atol=1e-5
+        )
 
 
 def test_base_model_with_spare_embedding_rows_still_trains_the_chatml_rows(base_model_dirs, tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRA
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orpo_kit", *args], capture_output=True, text=True, env=OFFLINE,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "orpo_kit", *args], capture_output=True, text=True, env=OFFLINE, timeout=120
+    )
 
 
 def test_uncached_hub_dataset_offline_says_what_to_do() -> None:

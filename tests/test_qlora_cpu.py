@@ -26,15 +26,15 @@ import torch
 
 pytest.importorskip("bitsandbytes", reason='QLoRA tests need bitsandbytes: pip install "orpo_kit[qlora]"')
 
-import bitsandbytes.functional as bnbf  # noqa: E402
-from bitsandbytes.nn import Linear4bit  # noqa: E402
+import bitsandbytes.functional as bnbf
+from bitsandbytes.nn import Linear4bit
 
-from orpo_kit.batching import PairBatch, collate_pairs  # noqa: E402
-from orpo_kit.config import ORPOConfig  # noqa: E402
-from orpo_kit.data import load_pairs, tokenize_pairs  # noqa: E402
-from orpo_kit.models import quantize  # noqa: E402
-from orpo_kit.models.load import apply_lora, build_tiny_model, load_tokenizer  # noqa: E402
-from orpo_kit.train import orpo_step  # noqa: E402
+from orpo_kit.config import ORPOConfig
+from orpo_kit.data import load_pairs, tokenize_pairs
+from orpo_kit.layouts import PLAIN, PairBatch
+from orpo_kit.models import quantize
+from orpo_kit.models.load import apply_lora, build_tiny_model, load_tokenizer
+from orpo_kit.train import orpo_step
 
 GUARD_OFF = os.environ.get("ORPO_KIT_TEST_DISABLE_4BIT_GUARD") == "1"
 TOL = 1e-4
@@ -42,8 +42,16 @@ TOL = 1e-4
 
 def _cfg(dtype: str) -> ORPOConfig:
     """A 4-bit LoRA config: no dropout, so the fp32 reference sees the same computation."""
-    return ORPOConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, use_lora=True, lora_r=8, lora_alpha=16,
-                      lora_dropout=0.0, orpo_lambda=1.0, seed=0)
+    return ORPOConfig(
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype=dtype,
+        use_lora=True,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        orpo_lambda=1.0,
+        seed=0,
+    )
 
 
 def _batches(cfg: ORPOConfig) -> tuple[PairBatch, PairBatch, object]:
@@ -51,8 +59,11 @@ def _batches(cfg: ORPOConfig) -> tuple[PairBatch, PairBatch, object]:
     tokenizer = load_tokenizer(cfg)
     pairs, _ = load_pairs("builtin")
     items = tokenize_pairs(tokenizer, pairs[:8], max_length=96, max_prompt_length=48)
-    return (collate_pairs(items[:4], tokenizer.pad_token_id), collate_pairs(items[4:8], tokenizer.pad_token_id),
-            tokenizer)
+    return (
+        PLAIN.collate(items[:4], tokenizer.pad_token_id),
+        PLAIN.collate(items[4:8], tokenizer.pad_token_id),
+        tokenizer,
+    )
 
 
 def _load(tmp_path: Path, cfg: ORPOConfig) -> torch.nn.Module:
@@ -95,8 +106,14 @@ def _eval_and_generate(model: torch.nn.Module, batch: PairBatch, tokenizer) -> N
     with torch.no_grad():
         orpo_step(model, batch, _cfg("float32"))
     prompt = batch.input_ids[:1, :8]
-    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, min_new_tokens=3,
-                         do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=3,
+        min_new_tokens=3,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert out.shape[1] == prompt.shape[1] + 3
     model.train()
 
@@ -152,8 +169,10 @@ def test_lora_gradients_exact_after_eval_and_generate(tmp_path: Path) -> None:
     loss_ref, grads_ref = _lora_grads(reference, train_batch, cfg)
 
     errors = _relative_errors(grads_4bit, grads_ref)
-    print(f"\nloss 4-bit {loss_4bit:.6f} vs fp32 reference {loss_ref:.6f}; max relative gradient error "
-          f"{max(errors.values()):.3e} over {len(errors)} LoRA tensors")
+    print(
+        f"\nloss 4-bit {loss_4bit:.6f} vs fp32 reference {loss_ref:.6f}; max relative gradient error "
+        f"{max(errors.values()):.3e} over {len(errors)} LoRA tensors"
+    )
     kernel_warnings = {str(w.message).split(". ")[0] for w in caught if "autograd kernel" in str(w.message)}
     hints = "".join(f"\n  warning: {w}" for w in kernel_warnings)
     assert all(e < TOL for e in errors.values()), _report(errors) + hints
@@ -251,8 +270,9 @@ def test_quantization_config_from_cfg() -> None:
 
 def test_missing_bitsandbytes_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real = quantize.importlib.util.find_spec
-    monkeypatch.setattr(quantize.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr(
+        quantize.importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a)
+    )
     with pytest.raises(ImportError, match=r'pip install "orpo_kit\[qlora\]"'):
         quantize.load_4bit_model("tiny", ORPOConfig(load_in_4bit=True))
     assert sys.modules.get("bitsandbytes") is not None  # only the lookup was faked

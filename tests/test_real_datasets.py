@@ -10,15 +10,21 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from real_schemas import FIXTURES
 
 from orpo_kit.cli import main
 from orpo_kit.data import DataSourceError, RowProblem, load_pairs
 from orpo_kit.data.hh_style import DROPPED_AS, QUIRKS, write_hh_style_file
-from real_schemas import FIXTURES
 
-FORMAT = {"ultrafeedback_binarized": "conversational", "orpo_dpo_mix_40k": "conversational",
-          "intel_orca_dpo_pairs": "mapped", "distilabel_intel_orca_dpo_pairs": "mapped",
-          "distilabel_capybara_dpo_7k": "conversational", "shp": "labeled_ab", "hh_rlhf": "implicit"}
+FORMAT = {
+    "ultrafeedback_binarized": "conversational",
+    "orpo_dpo_mix_40k": "conversational",
+    "intel_orca_dpo_pairs": "mapped",
+    "distilabel_intel_orca_dpo_pairs": "mapped",
+    "distilabel_capybara_dpo_7k": "conversational",
+    "shp": "labeled_ab",
+    "hh_rlhf": "implicit",
+}
 
 
 def _content(pairs) -> list[tuple]:
@@ -66,9 +72,11 @@ def test_hh_quirks_handled_on_purpose(tmp_path: Path) -> None:
             assert all(m["content"] == m["content"].strip() for m in by_line[line].prompt_messages)
         elif quirk in DROPPED_AS:
             assert line not in by_line
-    assert re.search(r"test\.jsonl\.gz, line \d+, field 'chosen', turn \d+: two 'assistant' turns in a row",
-                     report.examples["bad_order"][0])
-    assert set(QUIRKS) == set(q for q in quirks if q)
+    assert re.search(
+        r"test\.jsonl\.gz, line \d+, field 'chosen', turn \d+: two 'assistant' turns in a row",
+        report.examples["bad_order"][0],
+    )
+    assert set(QUIRKS) == {q for q in quirks if q}
 
 
 def test_ten_thousand_hh_rows_load_by_default_and_inspect_data_reports_the_kinds(tmp_path: Path, capsys) -> None:
@@ -99,17 +107,23 @@ def test_the_real_hh_share_of_quirks_loads_but_raise_stops(tmp_path: Path) -> No
 def test_csv_of_unrelated_columns_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "sales.csv"
     path.write_text("date,region,units\n2024-01-01,north,5\n2024-01-02,south,7\n")
-    with pytest.raises(DataSourceError, match=rf"^{re.escape(str(path))}: cannot tell the data format from columns "
-                                              r"\['date', 'region', 'units'\]"):
+    with pytest.raises(
+        DataSourceError,
+        match=rf"^{re.escape(str(path))}: cannot tell the data format from columns "
+        r"\['date', 'region', 'units'\]",
+    ):
         load_pairs(path)
 
 
 def test_json_lines_of_numbers_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "numbers.jsonl"
     path.write_text("1\n2\n3.5\n")
-    with pytest.raises(DataSourceError, match=rf"^{re.escape(str(path))}: none of its 3 rows is a record of named "
-                                              rf"fields; the first: {re.escape(str(path))}, line 1: expected a JSON "
-                                              "object, got int"):
+    with pytest.raises(
+        DataSourceError,
+        match=rf"^{re.escape(str(path))}: none of its 3 rows is a record of named "
+        rf"fields; the first: {re.escape(str(path))}, line 1: expected a JSON "
+        "object, got int",
+    ):
         load_pairs(path)
 
 
@@ -123,8 +137,9 @@ def test_a_file_thirty_percent_malformed_is_refused_naming_the_first_problem(tmp
     with pytest.raises(DataSourceError) as refused:
         load_pairs(path)
     message = str(refused.value)
-    assert message.startswith(f"{path}: refused: 30 of 100 rows (30.0%) are malformed, more than "
-                              "max_bad_row_fraction=0.05"), message
+    assert message.startswith(
+        f"{path}: refused: 30 of 100 rows (30.0%) are malformed, more than max_bad_row_fraction=0.05"
+    ), message
     assert f"First problem: {path}, line 5: not valid JSON" in message and "By kind: bad_json 30" in message
     assert "data_policy=drop" in message
     assert len(load_pairs(path, policy="drop")[0]) == 70  # asked for: the good rows
@@ -135,8 +150,10 @@ def test_a_file_whose_first_rows_are_all_malformed_is_refused(tmp_path: Path) ->
     """The wrong format altogether: transcripts of another shape in the first rows."""
     path = tmp_path / "chat.jsonl"
     rows = [{"chosen": "\n\nUser: hi\n\nBot: hello", "rejected": "\n\nUser: hi\n\nBot: go away"}] * 12
-    rows += [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: a", "rejected": f"\n\nHuman: q{i}\n\nAssistant: b"}
-             for i in range(400)]
+    rows += [
+        {"chosen": f"\n\nHuman: q{i}\n\nAssistant: a", "rejected": f"\n\nHuman: q{i}\n\nAssistant: b"}
+        for i in range(400)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataSourceError, match=r"refused: its first 10 rows are all malformed"):
         load_pairs(path)
@@ -165,8 +182,27 @@ def test_train_on_ten_thousand_hh_rows_with_quirks(tmp_path: Path, capsys) -> No
     path = tmp_path / "train.jsonl.gz"
     write_hh_style_file(path, 10_000, quirk_share=0.01, seed=0)
     run = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--data", str(path), "--output-dir", str(run), "--max-steps", "2",
-                 "eval_steps=2", "max_eval_pairs=16", "device=cpu", "learning_rate=1e-3", "warmup_ratio=0.1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--data",
+                str(path),
+                "--output-dir",
+                str(run),
+                "--max-steps",
+                "2",
+                "eval_steps=2",
+                "max_eval_pairs=16",
+                "device=cpu",
+                "learning_rate=1e-3",
+                "warmup_ratio=0.1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "rows read: 10000, pairs kept: 9700, dropped: 300" in out and "split: 8730 train / 16 eval" in out
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -40,18 +40,41 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 def _env() -> dict[str, str]:
     """Offline, single-threaded subprocesses (same numerics as this process)."""
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 def _tiny_lora(run_dir: Path, **overrides):
     """The tiny preset with LoRA, a checkpoint and an evaluation at every step, nothing kept but best + newest."""
-    return resolve_config("tiny", overrides={
-        "output_dir": str(run_dir), "use_lora": True, "lora_r": 8, "lora_alpha": 16, "learning_rate": 5e-3,
-        "warmup_steps": 0, "max_steps": 4, "save_steps": 1, "eval_steps": 1, "logging_steps": 1,
-        "per_device_train_batch_size": 4, "max_train_pairs": 32, "max_eval_pairs": 8, "per_device_eval_batch_size": 8,
-        "save_total_limit": 1, "device": "cpu", **overrides})
+    return resolve_config(
+        "tiny",
+        overrides={
+            "output_dir": str(run_dir),
+            "use_lora": True,
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "learning_rate": 5e-3,
+            "warmup_steps": 0,
+            "max_steps": 4,
+            "save_steps": 1,
+            "eval_steps": 1,
+            "logging_steps": 1,
+            "per_device_train_batch_size": 4,
+            "max_train_pairs": 32,
+            "max_eval_pairs": 8,
+            "per_device_eval_batch_size": 8,
+            "save_total_limit": 1,
+            "device": "cpu",
+            **overrides,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +86,9 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _chat_ids(tokenizer, prompt: str = PROMPTS[0]) -> torch.Tensor:
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         return_tensors="pt", return_dict=True)["input_ids"]
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
 
 
 def _logits(model, ids: torch.Tensor) -> torch.Tensor:
@@ -84,6 +108,7 @@ def _expected_best(records: list[dict], metric: str, greater_is_better: bool = T
 
 
 # ---- the best checkpoint --------------------------------------------------------------------------------
+
 
 def test_best_checkpoint_follows_eval_metric_and_survives_pruning(lora_run: Path) -> None:
     records = read_metrics(lora_run)
@@ -111,14 +136,19 @@ class ScriptedEval(Trainer):
         return metrics
 
 
-@pytest.mark.parametrize("metric,greater,values", [
-    (METRIC, True, [0.5, 0.25, 0.75, 0.5, 0.75, 0.625]),
-    ("eval_loss", False, [7.0, 6.0, 5.0, 6.5, 5.0, 5.5]),
-])
-def test_best_in_the_middle_is_kept_and_loadable(tmp_path: Path, metric: str, greater: bool,
-                                                 values: list[float]) -> None:
-    cfg = _tiny_lora(tmp_path / "run", max_steps=5, metric_for_best_model=metric, greater_is_better=greater,
-                     max_train_pairs=20)
+@pytest.mark.parametrize(
+    "metric,greater,values",
+    [
+        (METRIC, True, [0.5, 0.25, 0.75, 0.5, 0.75, 0.625]),
+        ("eval_loss", False, [7.0, 6.0, 5.0, 6.5, 5.0, 5.5]),
+    ],
+)
+def test_best_in_the_middle_is_kept_and_loadable(
+    tmp_path: Path, metric: str, greater: bool, values: list[float]
+) -> None:
+    cfg = _tiny_lora(
+        tmp_path / "run", max_steps=5, metric_for_best_model=metric, greater_is_better=greater, max_train_pairs=20
+    )
     trainer = ScriptedEval(cfg)
     trainer.script = dict(enumerate(values))
     trainer.train()
@@ -127,7 +157,10 @@ def test_best_in_the_middle_is_kept_and_loadable(tmp_path: Path, metric: str, gr
     assert [r[metric] for r in records if metric in r] == values
     assert _expected_best(records, metric, greater) == 2  # strict: the equal value at step 4 does not win
     assert json.loads((run_dir / ckpt.CHECKPOINTS / ckpt.BEST_FILE).read_text()) == {
-        "checkpoint": "step-000002", "metric": metric, "value": values[2]}
+        "checkpoint": "step-000002",
+        "metric": metric,
+        "value": values[2],
+    }
     assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["step-000002", "step-000005"]
 
     best, latest = load_run(run_dir, "best"), load_run(run_dir, "latest")
@@ -154,8 +187,11 @@ def test_prune_and_mark_best_on_fake_checkpoints(tmp_path: Path) -> None:
     assert find_checkpoint(tmp_path, "best").name == "step-000005"  # no best yet: the newest
 
     ckpt.mark_best(tmp_path, ckpt.checkpoint_path(tmp_path, 2), METRIC, 0.75)
-    assert json.loads((root / ckpt.BEST_FILE).read_text()) == {"checkpoint": "step-000002", "metric": METRIC,
-                                                               "value": 0.75}
+    assert json.loads((root / ckpt.BEST_FILE).read_text()) == {
+        "checkpoint": "step-000002",
+        "metric": METRIC,
+        "value": 0.75,
+    }
     assert not list(root.glob("*.tmp"))
     assert ckpt.best_checkpoint(tmp_path) == ckpt.checkpoint_path(tmp_path, 2)
 
@@ -181,16 +217,27 @@ def test_prune_and_mark_best_on_fake_checkpoints(tmp_path: Path) -> None:
 
 # ---- generate and merge ----------------------------------------------------------------------------------
 
+
 def test_generate_and_merge_after_a_few_steps(lora_run: Path, tmp_path: Path) -> None:
     merged_dir = tmp_path / "merged"
     gen_log, merge_log = tmp_path / "generate.log", tmp_path / "merge.log"
     # The two CLI processes run side by side while this process checks the adapter.
     with gen_log.open("w") as g, merge_log.open("w") as m:
         procs = [
-            subprocess.Popen([*CLI, "generate", str(lora_run), "--prompt", PROMPTS[0], "--max-new-tokens", "4"],
-                             stdout=g, stderr=subprocess.STDOUT, env=_env(), text=True),
-            subprocess.Popen([*CLI, "merge", str(lora_run), str(merged_dir)], stdout=m, stderr=subprocess.STDOUT,
-                             env=_env(), text=True),
+            subprocess.Popen(
+                [*CLI, "generate", str(lora_run), "--prompt", PROMPTS[0], "--max-new-tokens", "4"],
+                stdout=g,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+                text=True,
+            ),
+            subprocess.Popen(
+                [*CLI, "merge", str(lora_run), str(merged_dir)],
+                stdout=m,
+                stderr=subprocess.STDOUT,
+                env=_env(),
+                text=True,
+            ),
         ]
         try:
             run = load_run(lora_run)
@@ -221,8 +268,11 @@ def test_generate_and_merge_after_a_few_steps(lora_run: Path, tmp_path: Path) ->
 
     # The merged folder: plain transformers, safetensors, chat template, model card.
     files = {p.name for p in merged_dir.iterdir()}
-    assert "model.safetensors" in files and not files & {"pytorch_model.bin", "adapter_model.safetensors",
-                                                         "adapter_config.json"}
+    assert "model.safetensors" in files and not files & {
+        "pytorch_model.bin",
+        "adapter_model.safetensors",
+        "adapter_config.json",
+    }
     card = (merged_dir / "README.md").read_text(encoding="utf-8")
     assert "ORPO" in card and run.checkpoint.name in card and "from `tiny`" in card
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, use_safetensors=True).eval()
@@ -233,11 +283,16 @@ def test_generate_and_merge_after_a_few_steps(lora_run: Path, tmp_path: Path) ->
     merged_ids = _chat_ids(tokenizer)
     assert torch.equal(merged_ids, ids)
     torch.testing.assert_close(_logits(merged, merged_ids), adapted, rtol=0, atol=TOL)
-    torch.testing.assert_close(_logits(merged, _chat_ids(tokenizer, PROMPTS[1])),
-                               _logits(run.model, _chat_ids(run.tokenizer, PROMPTS[1])), rtol=0, atol=TOL)
+    torch.testing.assert_close(
+        _logits(merged, _chat_ids(tokenizer, PROMPTS[1])),
+        _logits(run.model, _chat_ids(run.tokenizer, PROMPTS[1])),
+        rtol=0,
+        atol=TOL,
+    )
 
 
 # ---- a base model without a chat template: trained new token rows survive save, load and merge ------------
+
 
 def _base_model_dirs(root: Path) -> tuple[Path, Path]:
     """A tiny byte-level BPE tokenizer without chat template or ChatML tokens and a Mistral of its vocab size."""
@@ -249,9 +304,15 @@ def _base_model_dirs(root: Path) -> tuple[Path, Path]:
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(["Answer briefly and politely.", "The quick brown fox jumps over the lazy dog."] * 4,
-                            trainers.BpeTrainer(vocab_size=290, special_tokens=["</s>"], show_progress=False,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        ["Answer briefly and politely.", "The quick brown fox jumps over the lazy dog."] * 4,
+        trainers.BpeTrainer(
+            vocab_size=290,
+            special_tokens=["</s>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="</s>")
     tokenizer.save_pretrained(root / "tokenizer")
     build_tiny_model({"vocab_size": len(tokenizer)}, seed=0).save_pretrained(root / "model")
@@ -261,8 +322,16 @@ def _base_model_dirs(root: Path) -> tuple[Path, Path]:
 @SAVES_EMBEDDINGS
 def test_base_model_run_keeps_trained_token_rows_through_load_and_merge(tmp_path: Path) -> None:
     model_dir, tok_dir = _base_model_dirs(tmp_path)
-    cfg = _tiny_lora(tmp_path / "run", model_name_or_path=str(model_dir), tokenizer_name_or_path=str(tok_dir),
-                     max_steps=2, max_train_pairs=8, max_eval_pairs=4, max_length=128, max_prompt_length=64)
+    cfg = _tiny_lora(
+        tmp_path / "run",
+        model_name_or_path=str(model_dir),
+        tokenizer_name_or_path=str(tok_dir),
+        max_steps=2,
+        max_train_pairs=8,
+        max_eval_pairs=4,
+        max_length=128,
+        max_prompt_length=64,
+    )
     trainer = Trainer(cfg)
     trainer.train()
     trained = trainer.accelerator.unwrap_model(trainer.model).eval()
@@ -293,9 +362,18 @@ def test_base_model_run_keeps_trained_token_rows_through_load_and_merge(tmp_path
 def test_4bit_base_model_run_loads_back(tmp_path: Path) -> None:
     pytest.importorskip("bitsandbytes", reason='4-bit loading needs bitsandbytes: pip install "orpo_kit[qlora]"')
     model_dir, tok_dir = _base_model_dirs(tmp_path)
-    cfg = _tiny_lora(tmp_path / "run", model_name_or_path=str(model_dir), tokenizer_name_or_path=str(tok_dir),
-                     load_in_4bit=True, bnb_4bit_compute_dtype="float32", max_steps=1, max_train_pairs=4,
-                     max_eval_pairs=2, max_length=128, max_prompt_length=64)
+    cfg = _tiny_lora(
+        tmp_path / "run",
+        model_name_or_path=str(model_dir),
+        tokenizer_name_or_path=str(tok_dir),
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype="float32",
+        max_steps=1,
+        max_train_pairs=4,
+        max_eval_pairs=2,
+        max_length=128,
+        max_prompt_length=64,
+    )
     Trainer(cfg).train()
     run = load_run(tmp_path / "run", "latest")  # IndexError: index <vocab> is out of bounds (embeddings not grown)
     assert run.is_adapter

@@ -21,9 +21,14 @@ from orpo_kit.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
-SMALL = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 1,
-         "vocab_size": 256}
-REMOTE_CODE = '''
+SMALL = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vocab_size": 256,
+}
+REMOTE_CODE = """
 import os, pathlib
 pathlib.Path(os.environ["ORPO_KIT_TEST_MARKER"]).write_text("the repository's code ran")
 from transformers import MistralConfig, MistralForCausalLM
@@ -31,7 +36,7 @@ class CustomConfig(MistralConfig):
     model_type = "orpo-kit-test-custom"
 class CustomModel(MistralForCausalLM):
     config_class = CustomConfig
-'''
+"""
 
 
 def _pickled_model_dir(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
@@ -54,9 +59,20 @@ def test_pickled_model_weights_are_refused_unless_allowed(tmp_path: Path) -> Non
 
 def test_pickled_adapter_in_a_run_is_refused_unless_allowed(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = resolve_config("tiny", overrides={"output_dir": str(run), "use_lora": True, "lora_r": 2, "max_steps": 1,
-                                            "save_steps": 1, "eval_steps": 100, "max_eval_pairs": 1, "device": "cpu",
-                                            "warmup_steps": 0})
+    cfg = resolve_config(
+        "tiny",
+        overrides={
+            "output_dir": str(run),
+            "use_lora": True,
+            "lora_r": 2,
+            "max_steps": 1,
+            "save_steps": 1,
+            "eval_steps": 100,
+            "max_eval_pairs": 1,
+            "device": "cpu",
+            "warmup_steps": 0,
+        },
+    )
     folder = Trainer(cfg).train().last_checkpoint / "model"
     expected = load_run(run).model.state_dict()  # from the safetensors adapter
     torch.save(load_file(folder / "adapter_model.safetensors"), folder / "adapter_model.bin")
@@ -75,8 +91,10 @@ def _remote_code_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "remote"
     build_tiny_model(SMALL).save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="orpo-kit-test-custom",
-                  auto_map={"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"})
+    config.update(
+        model_type="orpo-kit-test-custom",
+        auto_map={"AutoConfig": "custom.CustomConfig", "AutoModelForCausalLM": "custom.CustomModel"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "custom.py").write_text(REMOTE_CODE)
     return folder

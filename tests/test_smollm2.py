@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from plain_path import pair_logps_from_logits
 
-from orpo_kit.batching import collate_pairs
 from orpo_kit.config import resolve_config
 from orpo_kit.data import load_pairs, tokenize_pairs
-from orpo_kit.loss import orpo_loss, pair_logps_from_logits
+from orpo_kit.layouts import PLAIN
+from orpo_kit.loss import orpo_loss
 from orpo_kit.models.load import SMOL_GGUF, SMOL_WHEEL, load_tokenizer, resolve_model_source, smol_dir, smol_gguf_dir
 
 pytestmark = pytest.mark.smol
@@ -64,10 +65,20 @@ def test_smollm2_loads_from_the_wheel_and_trains_two_steps(smol_path: Path, tmp_
         assert resolve_model_source(alias) == str(smol_path)
     assert (smol_path / "model.safetensors").is_file() and not list(smol_path.parent.glob(".tmp-*"))
 
-    cfg = resolve_config("smol", overrides={
-        "output_dir": str(tmp_path / "run"), "max_train_pairs": 16, "per_device_train_batch_size": 2,
-        "max_eval_pairs": 4, "max_steps": 2, "warmup_steps": 0, "max_length": 128, "max_prompt_length": 64,
-        "device": "cpu"})
+    cfg = resolve_config(
+        "smol",
+        overrides={
+            "output_dir": str(tmp_path / "run"),
+            "max_train_pairs": 16,
+            "per_device_train_batch_size": 2,
+            "max_eval_pairs": 4,
+            "max_steps": 2,
+            "warmup_steps": 0,
+            "max_length": 128,
+            "max_prompt_length": 64,
+            "device": "cpu",
+        },
+    )
     trainer = Trainer(cfg)
     model = trainer.accelerator.unwrap_model(trainer.model)
     base = model.get_base_model()
@@ -119,8 +130,8 @@ def test_completion_masks_cover_exactly_the_answer_and_end_of_turn(smol_tokenize
     assert len(items) == len(pairs) and not any(item.truncated for item in items)
     bad: list[str] = []
     for start in range(0, len(items), 64):
-        chunk, chunk_pairs = items[start:start + 64], pairs[start:start + 64]
-        batch = collate_pairs(chunk, tok.pad_token_id)
+        chunk, chunk_pairs = items[start : start + 64], pairs[start : start + 64]
+        batch = PLAIN.collate(chunk, tok.pad_token_id)
         n = len(chunk)
         for row in range(2 * n):
             pair, item = chunk_pairs[row % n], chunk[row % n]
@@ -133,8 +144,7 @@ def test_completion_masks_cover_exactly_the_answer_and_end_of_turn(smol_tokenize
             assert not (comp & ~attn).any()
             completion = tok.decode(ids[comp].tolist(), skip_special_tokens=False)
             prompt = tok.decode(ids[attn & ~comp].tolist(), skip_special_tokens=False)
-            expected_prompt = tok.apply_chat_template(pair.prompt_messages, add_generation_prompt=True,
-                                                      tokenize=False)
+            expected_prompt = tok.apply_chat_template(pair.prompt_messages, add_generation_prompt=True, tokenize=False)
             if completion != answer + END_OF_TURN or prompt != expected_prompt:
                 bad.append(f"{pair.origin}: completion {completion!r}, prompt tail {prompt[-40:]!r}")
     assert not bad, f"{len(bad)} rows mis-masked, e.g.\n" + "\n".join(bad[:5])
@@ -146,11 +156,15 @@ def test_prompt_tokens_reach_the_loss_only_when_asked(smol_tokenizer, nll_tokens
     pairs, _ = load_pairs("builtin")
     shortest = sorted(pairs, key=lambda p: len(p.prompt_messages[0]["content"]) + len(p.chosen) + len(p.rejected))
     items = tokenize_pairs(tok, shortest[:2], max_length=512, max_prompt_length=512, policy="raise")
-    batch = collate_pairs(items, tok.pad_token_id)
+    batch = PLAIN.collate(items, tok.pad_token_id)
     torch.manual_seed(0)
     logits = torch.randn(*batch.input_ids.shape, len(tok), requires_grad=True)
-    loss, _ = orpo_loss(pair_logps_from_logits(logits, batch.input_ids, batch.attention_mask, batch.completion_mask,
-                                               nll_tokens=nll_tokens), orpo_lambda=1.0)
+    loss, _ = orpo_loss(
+        pair_logps_from_logits(
+            logits, batch.input_ids, batch.attention_mask, batch.completion_mask, nll_tokens=nll_tokens
+        ),
+        orpo_lambda=1.0,
+    )
     loss.backward()
     # Position t predicts token t + 1: which target tokens did the loss look at?
     used = torch.zeros_like(batch.completion_mask, dtype=torch.bool)
@@ -161,6 +175,6 @@ def test_prompt_tokens_reach_the_loss_only_when_asked(smol_tokenizer, nll_tokens
         assert torch.equal(used, completion)
     else:  # TRL's NLL: also every prompt token of the chosen rows (after the first, which nothing predicts)
         chosen_prompt = batch.attention_mask.bool() & ~completion
-        chosen_prompt[len(items):] = False
+        chosen_prompt[len(items) :] = False
         chosen_prompt[:, 0] = False
         assert torch.equal(used, completion | chosen_prompt)

@@ -14,17 +14,37 @@ import random
 import pytest
 import torch
 
-from orpo_kit.batching import collate, collate_packed, collate_pairs, collate_shared, shared_attention_mask
 from orpo_kit.config import ORPOConfig
 from orpo_kit.data.formats import PreferencePair
 from orpo_kit.data.tokenize import TokenizedPair, tokenize_pairs
-from orpo_kit.forward import choose_layout, compute_pair_logps, supports_chunked_logps, supports_prefix_sharing
+from orpo_kit.forward import compute_pair_logps, supports_chunked_logps
 from orpo_kit.fused_mlp import fuse_swiglu, unfuse_swiglu
-from orpo_kit.loss import _is_frozen_linear, orpo_loss
+from orpo_kit.layouts import PACKED, PLAIN, SHARED, choose_layout, layout_for, shared_attention_mask
+from orpo_kit.logprobs import _is_frozen_linear
+from orpo_kit.loss import orpo_loss
 from orpo_kit.models import load_model, load_tokenizer
 from orpo_kit.train import length_grouped
 
-WORDS = "the a cat dog sun moon river stone tree bird song light dark blue green red seven four".split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sun",
+    "moon",
+    "river",
+    "stone",
+    "tree",
+    "bird",
+    "song",
+    "light",
+    "dark",
+    "blue",
+    "green",
+    "red",
+    "seven",
+    "four",
+]
 REL = 1e-5
 
 
@@ -71,11 +91,20 @@ def lora_model(tokenizer, attn: str, use_lora: bool = True) -> torch.nn.Module:
     return model.train()
 
 
-def run(model: torch.nn.Module, items: list[TokenizedPair], pad: int, shared: bool, chunked: bool, side: str,
-        nll_tokens: str, packed: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+def run(
+    model: torch.nn.Module,
+    items: list[TokenizedPair],
+    pad: int,
+    shared: bool,
+    chunked: bool,
+    side: str,
+    nll_tokens: str,
+    packed: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Per-sequence log-probs, loss and LoRA gradients of one path."""
     model.zero_grad(set_to_none=True)
-    batch = collate(items, pad, prefix_sharing=shared, packing=packed, padding_side=side)
+    layout = SHARED if shared else PACKED if packed else PLAIN
+    batch = layout.collate(items, pad, padding_side=side)
     logps = compute_pair_logps(model, batch, nll_tokens, chunked=chunked, chunk_size=13)  # many small chunks
     loss, _ = orpo_loss(logps, orpo_lambda=0.5)
     loss.backward()
@@ -92,20 +121,23 @@ def assert_rel_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("nll_tokens", ["response", "prompt_and_response"])
 @pytest.mark.parametrize("adapter", ["lora", "full"])
-def test_every_optimization_alone_and_combined_is_exact(tokenizer, items, one_thread, attn: str,
-                                                        nll_tokens: str, adapter: str) -> None:
+def test_every_optimization_alone_and_combined_is_exact(
+    tokenizer, items, one_thread, attn: str, nll_tokens: str, adapter: str
+) -> None:
     """LoRA: the frozen head takes FrozenHeadLogps; full fine-tuning: the checkpointed chunks (trainable head)."""
     model = lora_model(tokenizer, attn, use_lora=adapter == "lora")
-    assert supports_prefix_sharing(model) and supports_chunked_logps(model)
+    assert choose_layout(model) is SHARED and supports_chunked_logps(model)
     head = model.get_output_embeddings()
     assert _is_frozen_linear(head) == (adapter == "lora")
     pad = tokenizer.pad_token_id
     assert unfuse_swiglu(model) == 2  # the reference: the model's own MLP forward (load_model fuses by default)
-    ref_logps, ref_loss, ref_grads = run(model, items, pad, shared=False, chunked=False, side="right",
-                                         nll_tokens=nll_tokens)
+    ref_logps, ref_loss, ref_grads = run(
+        model, items, pad, shared=False, chunked=False, side="right", nll_tokens=nll_tokens
+    )
     assert len(ref_grads) > 0 and all(g.abs().sum() > 0 for g in ref_grads.values())
-    for fused, shared, chunked, side in itertools.product((False, True), (False, True), (False, True),
-                                                          ("right", "left")):
+    for fused, shared, chunked, side in itertools.product(
+        (False, True), (False, True), (False, True), ("right", "left")
+    ):
         if not (fused or shared or chunked) and side == "right":
             continue
         (fuse_swiglu if fused else unfuse_swiglu)(model)
@@ -127,8 +159,9 @@ def test_packed_layout_is_exact(tokenizer, items, one_thread, attn: str, nll_tok
     model = lora_model(tokenizer, attn, use_lora=adapter == "lora")
     pad = tokenizer.pad_token_id
     unfuse_swiglu(model)  # the reference: plain rows, full logits, the model's own MLP forward
-    ref_logps, ref_loss, ref_grads = run(model, items, pad, shared=False, chunked=False, side="right",
-                                         nll_tokens=nll_tokens)
+    ref_logps, ref_loss, ref_grads = run(
+        model, items, pad, shared=False, chunked=False, side="right", nll_tokens=nll_tokens
+    )
     for fused, chunked in itertools.product((False, True), (False, True)):
         (fuse_swiglu if fused else unfuse_swiglu)(model)
         label = f"{attn} packed fused={fused} chunked={chunked} nll={nll_tokens}"
@@ -141,7 +174,7 @@ def test_packed_layout_is_exact(tokenizer, items, one_thread, attn: str, nll_tok
 
 
 def test_packed_layout_has_no_padding_and_restarts_positions(items, tokenizer) -> None:
-    plain, packed = collate_pairs(items, tokenizer.pad_token_id), collate_packed(items, tokenizer.pad_token_id)
+    plain, packed = PLAIN.collate(items, tokenizer.pad_token_id), PACKED.collate(items, tokenizer.pad_token_id)
     assert packed.input_ids.shape == (1, plain.num_tokens) and packed.num_tokens == plain.num_tokens
     assert packed.num_pairs == len(items) and "attention_mask" not in packed.model_inputs()
     first = len(items[0].prompt_ids) + len(items[0].chosen_ids)
@@ -152,11 +185,18 @@ def test_packed_layout_has_no_padding_and_restarts_positions(items, tokenizer) -
 
 def test_layout_choice_follows_the_attention_backend(tokenizer) -> None:
     model = lora_model(tokenizer, "sdpa")
-    assert choose_layout(model) == {"prefix_sharing": True, "packing": False}
-    assert choose_layout(model, prefix_sharing=False) == {"prefix_sharing": False, "packing": False}  # dense mask
+    assert choose_layout(model) is SHARED
+    assert choose_layout(model, prefix_sharing=False) is PLAIN  # dense mask
     model.get_base_model().config._attn_implementation = "flash_attention_2"  # a label only: nothing runs here
-    assert choose_layout(model) == {"prefix_sharing": False, "packing": True}
-    assert choose_layout(model, packing=False) == {"prefix_sharing": False, "packing": False}
+    assert choose_layout(model) is PACKED
+    assert choose_layout(model, packing=False) is PLAIN
+    # the memory estimator asks the same rule by backend name
+    assert [layout_for(b).name for b in ("sdpa", "eager", "flash_attention_2", "flex_attention")] == [
+        "shared",
+        "shared",
+        "packed",
+        "plain",
+    ]
 
 
 def test_rejected_never_sees_chosen_in_the_shared_layout(tokenizer, items, one_thread) -> None:
@@ -165,8 +205,8 @@ def test_rejected_never_sees_chosen_in_the_shared_layout(tokenizer, items, one_t
     pad = tokenizer.pad_token_id
     other = [TokenizedPair(t.prompt_ids, list(reversed(t.chosen_ids)), t.rejected_ids, t.origin) for t in items]
     with torch.no_grad():
-        a = compute_pair_logps(model, collate_shared(items, pad), chunked=True)
-        b = compute_pair_logps(model, collate_shared(other, pad), chunked=True)
+        a = compute_pair_logps(model, SHARED.collate(items, pad), chunked=True)
+        b = compute_pair_logps(model, SHARED.collate(other, pad), chunked=True)
     torch.testing.assert_close(a.rejected_logps, b.rejected_logps, rtol=1e-6, atol=1e-6)
     assert (a.chosen_logps - b.chosen_logps).abs().max() > 1e-3  # the probe itself can see a change
 
@@ -174,20 +214,23 @@ def test_rejected_never_sees_chosen_in_the_shared_layout(tokenizer, items, one_t
 def test_shared_mask_is_causal_and_blocks_chosen_from_rejected() -> None:
     segments = torch.tensor([[1, 2, 2, 2]])  # one pad on the left, prompt 2, chosen 2, rejected 2
     allowed = shared_attention_mask(segments, 7, torch.float32)[0, 0] == 0
-    want = torch.tensor([
-        [1, 0, 0, 0, 0, 0, 0],  # pad: itself only
-        [0, 1, 0, 0, 0, 0, 0],  # prompt
-        [0, 1, 1, 0, 0, 0, 0],
-        [0, 1, 1, 1, 0, 0, 0],  # chosen
-        [0, 1, 1, 1, 1, 0, 0],
-        [0, 1, 1, 0, 0, 1, 0],  # rejected: prompt and itself, never chosen
-        [0, 1, 1, 0, 0, 1, 1],
-    ], dtype=torch.bool)
+    want = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0, 0],  # pad: itself only
+            [0, 1, 0, 0, 0, 0, 0],  # prompt
+            [0, 1, 1, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0, 0, 0],  # chosen
+            [0, 1, 1, 1, 1, 0, 0],
+            [0, 1, 1, 0, 0, 1, 0],  # rejected: prompt and itself, never chosen
+            [0, 1, 1, 0, 0, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
     assert torch.equal(allowed, want)
 
 
 def test_shared_layout_holds_each_prompt_once(items, tokenizer) -> None:
-    plain, shared = collate_pairs(items, tokenizer.pad_token_id), collate_shared(items, tokenizer.pad_token_id)
+    plain, shared = PLAIN.collate(items, tokenizer.pad_token_id), SHARED.collate(items, tokenizer.pad_token_id)
     assert shared.num_pairs == plain.num_pairs == len(items)
     assert shared.num_tokens == plain.num_tokens  # the same logical tokens...
     prompts = sum(len(t.prompt_ids) for t in items)
@@ -204,8 +247,10 @@ def test_length_grouping_keeps_every_pair_and_cuts_padding() -> None:
     assert sorted(grouped) == list(range(200))
 
     def padding(o: list[int]) -> int:
-        return sum(max(lengths[i] for i in o[k:k + 4]) * 4 - sum(lengths[i] for i in o[k:k + 4])
-                   for k in range(0, len(o), 4))
+        return sum(
+            max(lengths[i] for i in o[k : k + 4]) * 4 - sum(lengths[i] for i in o[k : k + 4])
+            for k in range(0, len(o), 4)
+        )
 
     assert padding(grouped) < 0.2 * padding(order)
 
@@ -214,15 +259,24 @@ def test_trainer_trains_the_same_with_and_without_the_optimizations(tmp_path, on
     """Three optimizer steps on the tiny preset: every logged metric agrees between the two paths."""
     from orpo_kit.train import Trainer, read_metrics
 
-    base = dict(max_steps=3, eval_steps=3, save_steps=3, max_train_pairs=24, max_eval_pairs=8, use_lora=True,
-                learning_rate=1e-3, orpo_lambda=1.0, seed=5)
+    base = dict(
+        max_steps=3,
+        eval_steps=3,
+        save_steps=3,
+        max_train_pairs=24,
+        max_eval_pairs=8,
+        use_lora=True,
+        learning_rate=1e-3,
+        orpo_lambda=1.0,
+        seed=5,
+    )
     results = []
     for fast in (False, True):
         cfg = ORPOConfig(output_dir=str(tmp_path / f"fast-{fast}"), prefix_sharing=fast, chunked_logps=fast, **base)
         torch.manual_seed(0)
         Trainer(cfg).train()
         results.append(read_metrics(cfg.output_dir))
-    for slow_rec, fast_rec in zip(*results):
+    for slow_rec, fast_rec in zip(*results, strict=True):
         for key, value in slow_rec.items():
             if key in ("step_time", "time") or not isinstance(value, float):
                 continue

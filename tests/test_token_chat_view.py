@@ -20,8 +20,18 @@ from orpo_kit.runs import load_run, side_by_side
 from orpo_kit.train import Trainer, load_train_eval
 from orpo_kit.viz.chat_view import answers_html, chat_html, chat_panel, prompt_logits
 from orpo_kit.viz.token_view import (
-    VIEWS, align_pairs, completion_token_logps, format_logp_table, logp_table, logp_table_summary, pair_pager,
-    render_pair_html, summarize_pair_tokens, token_logp_changes, token_texts, top_token_changes,
+    VIEWS,
+    align_pairs,
+    completion_token_logps,
+    format_logp_table,
+    logp_table,
+    logp_table_summary,
+    pair_pager,
+    render_pair_html,
+    summarize_pair_tokens,
+    token_logp_changes,
+    token_texts,
+    top_token_changes,
 )
 
 TOL = 1e-5
@@ -33,10 +43,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("token-view") / "run"
-    cfg = resolve_config("tiny", overrides={
-        "output_dir": str(run_dir), "use_lora": True, "lora_r": 8, "lora_alpha": 16, "learning_rate": 5e-3,
-        "warmup_steps": 0, "max_steps": 4, "save_steps": 4, "eval_steps": 4, "per_device_train_batch_size": 4,
-        "max_train_pairs": 16, "max_eval_pairs": 6, "device": "cpu"})
+    cfg = resolve_config(
+        "tiny",
+        overrides={
+            "output_dir": str(run_dir),
+            "use_lora": True,
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "learning_rate": 5e-3,
+            "warmup_steps": 0,
+            "max_steps": 4,
+            "save_steps": 4,
+            "eval_steps": 4,
+            "per_device_train_batch_size": 4,
+            "max_train_pairs": 16,
+            "max_eval_pairs": 6,
+            "device": "cpu",
+        },
+    )
     Trainer(cfg).train()
     return load_run(run_dir)
 
@@ -59,7 +83,7 @@ def test_token_logps_average_to_score_pairs(run, data) -> None:
     per_token = completion_token_logps(run.model, tokenized, run.tokenizer.pad_token_id, batch_size=4)
     scores = score_pairs(run.model, tokenized, run.tokenizer.pad_token_id, batch_size=3)
     assert len(per_token) == len(tokenized) == len(scores)
-    for (chosen, rejected), tok, score in zip(per_token, tokenized, scores):
+    for (chosen, rejected), tok, score in zip(per_token, tokenized, scores, strict=True):
         assert len(chosen) == len(tok.chosen_ids) and len(rejected) == len(tok.rejected_ids)
         assert all(x <= 0 for x in chosen + rejected)
         assert sum(chosen) / len(chosen) == pytest.approx(score.chosen_logp, abs=TOL)
@@ -71,13 +95,15 @@ def test_base_is_the_adapter_switched_off_and_training_moved_tokens(run, data, v
     with run.model.disable_adapter():
         base = completion_token_logps(run.model, tokenized, run.tokenizer.pad_token_id)
     tuned = completion_token_logps(run.model, tokenized, run.tokenizer.pad_token_id)
-    for v, (bc, br), (tc, tr) in zip(views, base, tuned):
+    for v, (bc, br), (tc, tr) in zip(views, base, tuned, strict=True):
         torch.testing.assert_close(torch.tensor(v.chosen.base), torch.tensor(bc))
         torch.testing.assert_close(torch.tensor(v.rejected.tuned), torch.tensor(tr))
         torch.testing.assert_close(torch.tensor(v.chosen.delta), torch.tensor(tc) - torch.tensor(bc))
         assert v.margin_after == pytest.approx(v.chosen.mean_tuned - v.rejected.mean_tuned)
     assert max(abs(d) for v in views for d in v.chosen.delta) > 1e-3  # the adapter changed something
-    assert [v.prompt for v in views] == [p.prompt for p in evals] and [v.index for v in views] == list(range(len(evals)))
+    assert [v.prompt for v in views] == [p.prompt for p in evals] and [v.index for v in views] == list(
+        range(len(evals))
+    )
 
 
 def test_a_given_base_model_and_a_model_without_adapter(run, data) -> None:
@@ -128,7 +154,7 @@ def test_summaries_and_top_changes(views) -> None:
 def test_logp_table_matches_the_token_views(run, data, views) -> None:
     rows = logp_table(run.model, run.tokenizer, *data)
     assert len(rows) == len(views)
-    for row, v in zip(rows, views):
+    for row, v in zip(rows, views, strict=True):
         assert row["skill"] == v.skill and row["prompt"] == v.prompt
         assert row["base_chosen"] == pytest.approx(v.chosen.mean_base, abs=TOL)
         assert row["tuned_rejected"] == pytest.approx(v.rejected.mean_tuned, abs=TOL)

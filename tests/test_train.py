@@ -39,18 +39,41 @@ def test_metrics_file_and_callbacks(tmp_path: Path) -> None:
         def on_log(self, trainer, record):
             seen.append(record)
 
-    trainer = Trainer(resolve_config("tiny", overrides={"output_dir": str(tmp_path / "run"), "max_steps": 6,
-                                                        "logging_steps": 2, "eval_steps": 3, "save_steps": 3,
-                                                        "max_eval_pairs": 8}),
-                      callbacks=[Recorder()])
+    trainer = Trainer(
+        resolve_config(
+            "tiny",
+            overrides={
+                "output_dir": str(tmp_path / "run"),
+                "max_steps": 6,
+                "logging_steps": 2,
+                "eval_steps": 3,
+                "save_steps": 3,
+                "max_eval_pairs": 8,
+            },
+        ),
+        callbacks=[Recorder()],
+    )
     trainer.train()
     records = read_metrics(tmp_path / "run")
     assert records == seen
     assert [r["step"] for r in records] == [0, 2, 3, 4, 6]
     assert "eval_loss" in records[0] and "loss" not in records[0]
-    for name in ("loss", "nll_loss", "log_odds_ratio", "log_odds_chosen", "rewards/chosen", "rewards/rejected",
-                 "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "logits/chosen",
-                 "logits/rejected", "grad_norm", "learning_rate"):
+    for name in (
+        "loss",
+        "nll_loss",
+        "log_odds_ratio",
+        "log_odds_chosen",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+        "logits/chosen",
+        "logits/rejected",
+        "grad_norm",
+        "learning_rate",
+    ):
         assert name in records[1]
     assert "eval_rewards/accuracies" in records[2] and "eval_rewards/accuracies" in records[4]
     assert (tmp_path / "run" / "config.yaml").is_file()
@@ -77,7 +100,7 @@ def test_runs_are_deterministic(tmp_path: Path) -> None:
     overrides = {"max_steps": 5, "save_steps": 100, "max_eval_pairs": 16}
     tiny(tmp_path / "a", **overrides).train()
     tiny(tmp_path / "b", **overrides).train()
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "step_time"} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "step_time"} for r in rs]
     assert strip(read_metrics(tmp_path / "a" / "run")) == strip(read_metrics(tmp_path / "b" / "run"))
 
 
@@ -87,11 +110,18 @@ def test_keyboard_interrupt_saves_a_checkpoint_and_returns(tmp_path: Path) -> No
             if record["step"] == 4:
                 raise KeyboardInterrupt  # what a notebook's "interrupt kernel" raises
 
-    trainer = Trainer(resolve_config("tiny", overrides={"output_dir": str(tmp_path / "run"), "logging_steps": 1,
-                                                        "save_steps": 100, "max_eval_pairs": 8}), callbacks=[CtrlC()])
+    trainer = Trainer(
+        resolve_config(
+            "tiny",
+            overrides={"output_dir": str(tmp_path / "run"), "logging_steps": 1, "save_steps": 100, "max_eval_pairs": 8},
+        ),
+        callbacks=[CtrlC()],
+    )
     result = trainer.train()
     assert result.interrupted and result.steps == 4
-    assert result.last_checkpoint == ckpt.latest_checkpoint(tmp_path / "run") == ckpt.checkpoint_path(tmp_path / "run", 4)
+    assert (
+        result.last_checkpoint == ckpt.latest_checkpoint(tmp_path / "run") == ckpt.checkpoint_path(tmp_path / "run", 4)
+    )
     state = json.loads((result.last_checkpoint / ckpt.STATE_FILE).read_text())
     assert state["step"] == 4
 
@@ -105,12 +135,18 @@ def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path: Pat
     with pytest.raises(OSError, match="halfway"):
         trainer.train()
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step-000001"]
-    assert (tmp_path / "run" / "checkpoints" / ".tmp-step-000002-" f"{__import__('os').getpid()}").is_dir()
+    assert (tmp_path / "run" / "checkpoints" / f".tmp-step-000002-{__import__('os').getpid()}").is_dir()
 
 
 def test_lora_run_saves_only_the_adapter_and_resumes(tmp_path: Path) -> None:
-    overrides = {"use_lora": True, "lora_r": 4, "max_steps": 4, "save_steps": 2, "learning_rate": 1e-3,
-                 "max_eval_pairs": 8}
+    overrides = {
+        "use_lora": True,
+        "lora_r": 4,
+        "max_steps": 4,
+        "save_steps": 2,
+        "learning_rate": 1e-3,
+        "max_eval_pairs": 8,
+    }
     result = tiny(tmp_path, stop_at_step=2, **overrides).train()
     folder = result.last_checkpoint / "model"
     assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()

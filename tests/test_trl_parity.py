@@ -13,7 +13,7 @@ chosen / rejected rows (prompt and padding included), orpo_kit over the completi
 1. `test_step0_parity_on_orpo_kit_token_ids`: orpo_kit's own tokenization of 4 built-in pairs is turned into
    the rows TRL's `tokenize_row` produces (prompt / chosen / rejected ids, masks, labels with -100 on the
    prompt), padded by TRL's own collator (`trainer.data_collator`) and fed to `trainer.get_batch_loss_metrics`.
-   orpo_kit gets `collate_pairs` of the same pairs and runs `orpo_step`. The test asserts that TRL's
+   orpo_kit gets `PLAIN.collate` of the same pairs and runs `orpo_step`. The test asserts that TRL's
    concatenated input ids and attention mask equal orpo_kit's `PairBatch` exactly, and that TRL's label mask
    (labels != -100) equals orpo_kit's `completion_mask`. It also checks the comparison is not vacuous: with
    the default `nll_tokens="response"`, `nll_loss` and `loss` differ from TRL's.
@@ -50,9 +50,9 @@ from torch.testing import assert_close  # noqa: E402
 from trl.experimental.orpo import ORPOConfig as TRLORPOConfig  # noqa: E402
 from trl.experimental.orpo import ORPOTrainer  # noqa: E402
 
-from orpo_kit.batching import PairBatch, collate_pairs  # noqa: E402
 from orpo_kit.config import resolve_config  # noqa: E402
 from orpo_kit.data import TokenizedPair, load_preference_pairs, tokenize_pairs  # noqa: E402
+from orpo_kit.layouts import PLAIN, PairBatch  # noqa: E402
 from orpo_kit.models import build_tiny_model, load_tokenizer  # noqa: E402
 from orpo_kit.train import Trainer, orpo_step  # noqa: E402
 
@@ -65,19 +65,37 @@ MODEL_SEED = 0
 RTOL, ATOL = 1e-5, 1e-6
 PARITY_KEYS = ("loss", "nll_loss", "log_odds_ratio", "logps/chosen", "logps/rejected")
 # Metrics TRL and orpo_kit also define identically (logits/* are defined differently; see the module doc).
-SAME_DEFINITION_KEYS = ("log_odds_chosen", "rewards/chosen", "rewards/rejected", "rewards/margins",
-                        "rewards/accuracies")
+SAME_DEFINITION_KEYS = (
+    "log_odds_chosen",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+)
 
 
 # ---- shared setup ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cfg():
-    return resolve_config("tiny", overrides={
-        "nll_tokens": "prompt_and_response", "orpo_lambda": BETA, "device": "cpu", "mixed_precision": "no",
-        "learning_rate": LR, "weight_decay": WEIGHT_DECAY, "max_grad_norm": 1.0, "lr_scheduler_type": "linear",
-        "warmup_steps": 0, "warmup_ratio": 0.0, "per_device_train_batch_size": N_PAIRS,
-        "gradient_accumulation_steps": 1, "max_steps": STEPS, "seed": 42,
-    })
+    return resolve_config(
+        "tiny",
+        overrides={
+            "nll_tokens": "prompt_and_response",
+            "orpo_lambda": BETA,
+            "device": "cpu",
+            "mixed_precision": "no",
+            "learning_rate": LR,
+            "weight_decay": WEIGHT_DECAY,
+            "max_grad_norm": 1.0,
+            "lr_scheduler_type": "linear",
+            "warmup_steps": 0,
+            "warmup_ratio": 0.0,
+            "per_device_train_batch_size": N_PAIRS,
+            "gradient_accumulation_steps": 1,
+            "max_steps": STEPS,
+            "seed": 42,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -108,20 +126,47 @@ def _fresh_model(cfg):
 
 def _trl_trainer(model, tokenizer, pairs, output_dir, trainer_cls=ORPOTrainer, **overrides):
     """TRL's ORPOTrainer on conversational rows of `pairs`, fp32 on CPU, optimisation configured like orpo_kit."""
-    rows = [{"prompt": [{"role": "user", "content": p.prompt}],
-             "chosen": [{"role": "assistant", "content": p.chosen}],
-             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
-    args = TRLORPOConfig(**{
-        "output_dir": str(output_dir), "beta": BETA, "max_length": 192, "bf16": False, "fp16": False,
-        "gradient_checkpointing": False, "use_cpu": True, "report_to": "none", "save_strategy": "no",
-        "per_device_train_batch_size": N_PAIRS, "gradient_accumulation_steps": 1, "max_steps": STEPS,
-        "logging_steps": 1, "learning_rate": LR, "lr_scheduler_type": "linear", "warmup_steps": 0,
-        "weight_decay": WEIGHT_DECAY, "adam_beta1": 0.9, "adam_beta2": 0.999, "adam_epsilon": 1e-8,
-        "max_grad_norm": 1.0, "optim": "adamw_torch", "seed": 42, "disable_tqdm": True,
-        "dataloader_drop_last": False, **overrides,
-    })
-    return trainer_cls(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                       processing_class=tokenizer)
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": p.prompt}],
+            "chosen": [{"role": "assistant", "content": p.chosen}],
+            "rejected": [{"role": "assistant", "content": p.rejected}],
+        }
+        for p in pairs
+    ]
+    args = TRLORPOConfig(
+        **{
+            "output_dir": str(output_dir),
+            "beta": BETA,
+            "max_length": 192,
+            "bf16": False,
+            "fp16": False,
+            "gradient_checkpointing": False,
+            "use_cpu": True,
+            "report_to": "none",
+            "save_strategy": "no",
+            "per_device_train_batch_size": N_PAIRS,
+            "gradient_accumulation_steps": 1,
+            "max_steps": STEPS,
+            "logging_steps": 1,
+            "learning_rate": LR,
+            "lr_scheduler_type": "linear",
+            "warmup_steps": 0,
+            "weight_decay": WEIGHT_DECAY,
+            "adam_beta1": 0.9,
+            "adam_beta2": 0.999,
+            "adam_epsilon": 1e-8,
+            "max_grad_norm": 1.0,
+            "optim": "adamw_torch",
+            "seed": 42,
+            "disable_tqdm": True,
+            "dataloader_drop_last": False,
+            **overrides,
+        }
+    )
+    return trainer_cls(
+        model=model, args=args, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer
+    )
 
 
 def _trl_features(pair: TokenizedPair) -> dict[str, list[int]]:
@@ -138,19 +183,22 @@ def _trl_features(pair: TokenizedPair) -> dict[str, list[int]]:
 
 def _trl_concatenated(trainer: ORPOTrainer, batch: dict) -> dict[str, torch.Tensor]:
     """What TRL's concatenated_forward feeds the model: [chosen rows; rejected rows], padded to one width."""
-    return ORPOTrainer.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=trainer.padding_value,
-                                           device=torch.device("cpu"))
+    return ORPOTrainer.concatenated_inputs(
+        batch, is_encoder_decoder=False, padding_value=trainer.padding_value, device=torch.device("cpu")
+    )
 
 
 def _assert_identical_inputs(trl_concat: dict[str, torch.Tensor], ok_batch: PairBatch) -> None:
     """The model sees the same tensors on both sides, and both score the same completion positions."""
     torch.testing.assert_close(trl_concat["concatenated_input_ids"], ok_batch.input_ids, rtol=0, atol=0)
     torch.testing.assert_close(trl_concat["concatenated_attention_mask"], ok_batch.attention_mask, rtol=0, atol=0)
-    torch.testing.assert_close((trl_concat["concatenated_labels"] != -100).long(), ok_batch.completion_mask,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        (trl_concat["concatenated_labels"] != -100).long(), ok_batch.completion_mask, rtol=0, atol=0
+    )
     labels = trl_concat["concatenated_labels"]
-    torch.testing.assert_close(labels[labels != -100], ok_batch.input_ids[ok_batch.completion_mask.bool()],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        labels[labels != -100], ok_batch.input_ids[ok_batch.completion_mask.bool()], rtol=0, atol=0
+    )
 
 
 def _pair_rows(input_ids: torch.Tensor) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -179,7 +227,7 @@ def test_step0_parity_on_orpo_kit_token_ids(cfg, tokenizer, pairs, tmp_path):
     trl_model = trainer.model.eval()
     assert _params_equal(ok_model, trl_model)
 
-    ok_batch = collate_pairs(tokenized, tokenizer.pad_token_id)
+    ok_batch = PLAIN.collate(tokenized, tokenizer.pad_token_id)
     trl_batch = trainer.data_collator([_trl_features(p) for p in tokenized])
     _assert_identical_inputs(_trl_concatenated(trainer, trl_batch), ok_batch)
 
@@ -205,10 +253,10 @@ class _RecordingORPOTrainer(ORPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.seen_batches = getattr(self, "seen_batches", [])
-        self.seen_batches.append({k: (v.detach().clone() if isinstance(v, torch.Tensor) else v)
-                                  for k, v in inputs.items()})
-        return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        self.seen_batches.append(
+            {k: (v.detach().clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        )
+        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
 
 def test_training_parity_with_trl_trainer(cfg, tokenizer, pairs, eval_pairs, tmp_path):
@@ -221,23 +269,31 @@ def test_training_parity_with_trl_trainer(cfg, tokenizer, pairs, eval_pairs, tmp
     eos = tokenizer.eos_token_id
     native = tokenize_pairs(tokenizer, pairs, cfg.max_length, cfg.max_prompt_length)
     shared = []
-    for row, mine in zip(trl_trainer.train_dataset, native):
+    for row, mine in zip(trl_trainer.train_dataset, native, strict=True):
         n = len(row["prompt_input_ids"])
         assert row["prompt_input_ids"] == mine.prompt_ids
         assert row["chosen_input_ids"] == mine.prompt_ids + mine.chosen_ids + [eos]
         assert row["rejected_input_ids"] == mine.prompt_ids + mine.rejected_ids + [eos]
         assert row["chosen_labels"] == [-100] * n + mine.chosen_ids + [eos]
         assert row["rejected_labels"] == [-100] * n + mine.rejected_ids + [eos]
-        shared.append(TokenizedPair(row["prompt_input_ids"], row["chosen_input_ids"][n:],
-                                    row["rejected_input_ids"][n:], origin=mine.origin))
+        shared.append(
+            TokenizedPair(
+                row["prompt_input_ids"], row["chosen_input_ids"][n:], row["rejected_input_ids"][n:], origin=mine.origin
+            )
+        )
 
-    ok_trainer = Trainer(cfg.replace(output_dir=str(tmp_path / "orpo_kit")), model=ok_model, tokenizer=tokenizer,
-                         train_pairs=pairs, eval_pairs=eval_pairs)
+    ok_trainer = Trainer(
+        cfg.replace(output_dir=str(tmp_path / "orpo_kit")),
+        model=ok_model,
+        tokenizer=tokenizer,
+        train_pairs=pairs,
+        eval_pairs=eval_pairs,
+    )
     ok_trainer.train_data = shared  # the very ids TRL trains on
     for step in range(STEPS):  # every step trains on all pairs, as TRL's does
         assert [sorted(m) for m in ok_trainer.micro_batches(step)] == [list(range(N_PAIRS))]
 
-    full_batch = collate_pairs(shared, tokenizer.pad_token_id)
+    full_batch = PLAIN.collate(shared, tokenizer.pad_token_id)
     full_trl_batch = trl_trainer.data_collator([trl_trainer.train_dataset[i] for i in range(N_PAIRS)])
     _assert_identical_inputs(_trl_concatenated(trl_trainer, full_trl_batch), full_batch)
 
@@ -251,9 +307,10 @@ def test_training_parity_with_trl_trainer(cfg, tokenizer, pairs, eval_pairs, tmp
         concat = _trl_concatenated(trl_trainer, seen)
         assert _pair_rows(concat["concatenated_input_ids"]) == _pair_rows(full_batch.input_ids)
 
-    for step, (ok, trl) in enumerate(zip(ok_records, trl_records), start=1):
-        _assert_metrics_match(ok, trl, PARITY_KEYS + SAME_DEFINITION_KEYS + ("grad_norm", "learning_rate"),
-                              f"train step {step}")
+    for step, (ok, trl) in enumerate(zip(ok_records, trl_records, strict=True), start=1):
+        _assert_metrics_match(
+            ok, trl, PARITY_KEYS + SAME_DEFINITION_KEYS + ("grad_norm", "learning_rate"), f"train step {step}"
+        )
 
     # The final models (after STEPS updates) on the identical full batch.
     ok_final, trl_final = ok_trainer.accelerator.unwrap_model(ok_trainer.model).eval(), trl_trainer.model.eval()
@@ -261,8 +318,9 @@ def test_training_parity_with_trl_trainer(cfg, tokenizer, pairs, eval_pairs, tmp
         ok_loss, ok_metrics = orpo_step(ok_final, full_batch, cfg)
         trl_loss, trl_metrics = trl_trainer.get_batch_loss_metrics(trl_final, full_trl_batch, train_eval="train")
         _, start_metrics = orpo_step(initial.eval(), full_batch, cfg)
-    _assert_metrics_match(ok_metrics, {**trl_metrics, "loss": trl_loss.item()},
-                          PARITY_KEYS + SAME_DEFINITION_KEYS, f"after {STEPS} steps")
+    _assert_metrics_match(
+        ok_metrics, {**trl_metrics, "loss": trl_loss.item()}, PARITY_KEYS + SAME_DEFINITION_KEYS, f"after {STEPS} steps"
+    )
 
     # The steps did something: the loss fell clearly and the weights moved, on both sides alike.
     assert ok_metrics["loss"].item() < start_metrics["loss"].item() - 0.5

@@ -18,22 +18,49 @@ from orpo_kit.data import LengthStats, RowProblem, pairs_from_rows, tokenize_pai
 from orpo_kit.models import load_tokenizer
 from orpo_kit.viz import data_view
 from orpo_kit.viz.data_view import (
-    length_bias_by_skill, length_bias_lines, load_view_tokenizer, measure_lengths, pair_token_roles,
-    plot_length_bias, plot_length_histograms, render_pair_html, role_counts, short_origin, token_roles_html,
-    token_roles_text, truncation_counts, truncation_text,
+    length_bias_by_skill,
+    length_bias_lines,
+    load_view_tokenizer,
+    measure_lengths,
+    pair_token_roles,
+    plot_length_bias,
+    plot_length_histograms,
+    render_pair_html,
+    role_counts,
+    short_origin,
+    token_roles_html,
+    token_roles_text,
+    truncation_counts,
+    truncation_text,
 )
 from orpo_kit.viz.loss_view import (
-    compare_log1mexp, compare_log1mexp_lines, compare_odds_ratio_gradients, loss_terms, loss_terms_html,
-    loss_terms_text, odds_ratio_gradient, odds_table, plot_odds_ratio_term, plot_probability_odds,
+    compare_log1mexp,
+    compare_log1mexp_lines,
+    compare_odds_ratio_gradients,
+    loss_terms,
+    loss_terms_html,
+    loss_terms_text,
+    odds_ratio_gradient,
+    odds_table,
+    plot_odds_ratio_term,
+    plot_probability_odds,
 )
 
 ROWS = [
-    {"prompt": "Reply with one word: the opposite of up?", "chosen": "Down.",
-     "rejected": "There is a lot to say here, and after some thought the answer is usually down.", "skill": "format"},
+    {
+        "prompt": "Reply with one word: the opposite of up?",
+        "chosen": "Down.",
+        "rejected": "There is a lot to say here, and after some thought the answer is usually down.",
+        "skill": "format",
+    },
     {"prompt": "Capital of Poland?", "chosen": "Warsaw.", "rejected": "Krakow.", "skill": "facts"},
     {"prompt": "Say <b>hi</b> & bye", "chosen": "hi & bye", "rejected": "<script>x</script>", "skill": "facts"},
-    {"prompt": "A much longer prompt " + "with many words " * 12 + "at the end?", "chosen": "Yes, it is long indeed.",
-     "rejected": "No.", "skill": "instructions"},
+    {
+        "prompt": "A much longer prompt " + "with many words " * 12 + "at the end?",
+        "chosen": "Yes, it is long indeed.",
+        "rejected": "No.",
+        "skill": "instructions",
+    },
 ]
 
 
@@ -80,8 +107,11 @@ def test_pair_token_roles_follow_tokenize_pair(tokenizer, pairs):
         for name, ids in (("chosen", tok.chosen_ids), ("rejected", tok.rejected_ids)):
             tokens = rows[name]
             assert len(tokens) == width
-            assert role_counts(tokens) == {"prompt": len(tok.prompt_ids), "completion": len(ids),
-                                           "padding": width - len(tok.prompt_ids) - len(ids)}
+            assert role_counts(tokens) == {
+                "prompt": len(tok.prompt_ids),
+                "completion": len(ids),
+                "padding": width - len(tok.prompt_ids) - len(ids),
+            }
             roles = [r for _, r in tokens]
             assert roles == sorted(roles, key=["prompt", "completion", "padding"].index)  # contiguous, in order
             texts = [t for t, r in tokens if r == "completion"]
@@ -102,8 +132,10 @@ def test_token_roles_text_and_html(tokenizer, pairs):
     rows = pair_token_roles(tokenizer, pairs[0], 192, 64)  # chosen much shorter: padded
     text = token_roles_text(rows)
     counts = role_counts(rows["chosen"])
-    assert f"chosen: {len(rows['chosen'])} positions = {counts['prompt']} prompt, {counts['completion']} completion, " \
-           f"{counts['padding']} padding" in text
+    assert (
+        f"chosen: {len(rows['chosen'])} positions = {counts['prompt']} prompt, {counts['completion']} completion, "
+        f"{counts['padding']} padding" in text
+    )
     assert f"padding    {counts['padding']} x |{tokenizer.pad_token}|" in text
     assert "\n  completion |D|ow|n|.|<|im_end|>|↵|\n" in text  # the answer, its end-of-turn token and newline
     assert "↵" in text  # newlines shown as symbols
@@ -142,8 +174,9 @@ def _reference_truncation(tokenizer, pairs, max_length, max_prompt_length, min_c
     return counts
 
 
-@pytest.mark.parametrize("max_length,max_prompt_length,min_completion_tokens",
-                         [(192, 64, 8), (24, 12, 4), (16, 64, 4), (8, 64, 8)])
+@pytest.mark.parametrize(
+    "max_length,max_prompt_length,min_completion_tokens", [(192, 64, 8), (24, 12, 4), (16, 64, 4), (8, 64, 8)]
+)
 def test_truncation_counts_match_tokenize_pair(tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens):
     counts = truncation_counts(tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens)
     assert counts == _reference_truncation(tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens)
@@ -192,9 +225,15 @@ def _closed_form(p_w: float, p_l: float, lam: float) -> dict[str, float]:
     d = math.log(odds_w / odds_l)
     delta = 1 / (1 + odds_w / odds_l)
     l_or = math.log1p(math.exp(-d))
-    return {"nll": -math.log(p_w), "odds_ratio_loss": l_or, "loss": -math.log(p_w) + lam * l_or,
-            "log_odds_ratio": d, "delta": delta,
-            "grad_logp_chosen": -1 - lam * delta / (1 - p_w), "grad_logp_rejected": lam * delta / (1 - p_l)}
+    return {
+        "nll": -math.log(p_w),
+        "odds_ratio_loss": l_or,
+        "loss": -math.log(p_w) + lam * l_or,
+        "log_odds_ratio": d,
+        "delta": delta,
+        "grad_logp_chosen": -1 - lam * delta / (1 - p_w),
+        "grad_logp_rejected": lam * delta / (1 - p_l),
+    }
 
 
 @pytest.mark.parametrize("p_w,p_l,lam", [(0.6, 0.4, 0.1), (0.2, 0.9, 1.0), (0.99, 0.01, 0.0), (0.5, 0.5, 2.0)])

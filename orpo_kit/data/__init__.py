@@ -5,7 +5,13 @@ from .sources import DataSourceError, read_rows
 from .stats import DataInspection, LengthStats, inspect_data, length_stats, skill_counts
 from .tokenize import TokenizedPair, render_ids, tokenize_pair, tokenize_pairs
 from .validate import (
-    DAMAGE, DEFAULT_MAX_BAD_FRACTION, DEFAULT_POLICY, PROBLEMS, DataReport, drop_eval_overlap, load_pairs,
+    DAMAGE,
+    DEFAULT_MAX_BAD_FRACTION,
+    DEFAULT_POLICY,
+    PROBLEMS,
+    DataReport,
+    drop_eval_overlap,
+    load_pairs,
     split_train_eval,
 )
 
@@ -21,7 +27,30 @@ def pairs_from_rows(rows: list[dict], **kwargs) -> list[PreferencePair]:
 
 
 __all__ = [
-    "DAMAGE", "DEFAULT_MAX_BAD_FRACTION", "DEFAULT_POLICY", "FORMATS", "skill_counts", "DataInspection", "LengthStats", "inspect_data", "length_stats", "PROBLEMS", "DataReport", "DataSourceError", "PreferencePair", "RowProblem",
-    "TokenizedPair", "detect_format", "drop_eval_overlap", "load_pairs", "load_preference_pairs", "normalize_row",
-    "pairs_from_rows", "read_rows", "render_ids", "split_train_eval", "tokenize_pair", "tokenize_pairs",
+    "DAMAGE",
+    "DEFAULT_MAX_BAD_FRACTION",
+    "DEFAULT_POLICY",
+    "FORMATS",
+    "PROBLEMS",
+    "DataInspection",
+    "DataReport",
+    "DataSourceError",
+    "LengthStats",
+    "PreferencePair",
+    "RowProblem",
+    "TokenizedPair",
+    "detect_format",
+    "drop_eval_overlap",
+    "inspect_data",
+    "length_stats",
+    "load_pairs",
+    "load_preference_pairs",
+    "normalize_row",
+    "pairs_from_rows",
+    "read_rows",
+    "render_ids",
+    "skill_counts",
+    "split_train_eval",
+    "tokenize_pair",
+    "tokenize_pairs",
 ]

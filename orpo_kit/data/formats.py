@@ -30,8 +30,11 @@ ALIASES = {
 }
 AB_COLUMNS = ("human_ref_A", "human_ref_B", "labels")
 # Score columns under their published names: (chosen, rejected).
-SCORE_COLUMNS = (("score_chosen", "score_rejected"), ("chosen_score", "rejected_score"),
-                 ("rating_chosen", "rating_rejected"))
+SCORE_COLUMNS = (
+    ("score_chosen", "score_rejected"),
+    ("chosen_score", "rejected_score"),
+    ("rating_chosen", "rating_rejected"),
+)
 
 
 @dataclass
@@ -71,9 +74,11 @@ def detect_format(columns: set[str], sample: dict[str, Any]) -> str:
         return "implicit"
     if any(a in columns for names in ALIASES.values() for a in names):
         return "mapped"
-    raise ValueError(f"cannot tell the data format from columns {sorted(columns)}: expected prompt/chosen/rejected, "
-                     "message lists, HH-style transcripts, SHP-style human_ref_A/human_ref_B/labels, "
-                     "or pass column_map={'prompt': ..., 'chosen': ..., 'rejected': ...}")
+    raise ValueError(
+        f"cannot tell the data format from columns {sorted(columns)}: expected prompt/chosen/rejected, "
+        "message lists, HH-style transcripts, SHP-style human_ref_A/human_ref_B/labels, "
+        "or pass column_map={'prompt': ..., 'chosen': ..., 'rejected': ...}"
+    )
 
 
 def _text(values: dict[str, Any], name: str, where: str, allow_empty: bool = False) -> str:
@@ -99,8 +104,11 @@ def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise RowProblem("wrong_type", f"{where}, field {name!r}, message {i}: expected {{role, content}} strings")
         if m["role"] not in ROLES:
-            raise RowProblem("bad_role", f"{where}, field {name!r}, message {i}: unknown role {m['role']!r} "
-                                         f"(expected one of {', '.join(ROLES)})")
+            raise RowProblem(
+                "bad_role",
+                f"{where}, field {name!r}, message {i}: unknown role {m['role']!r} "
+                f"(expected one of {', '.join(ROLES)})",
+            )
         if m["role"] == "system" and not m["content"].strip():
             continue  # an empty system prompt is the same as none (Orca's many "" system fields)
         out.append({"role": m["role"], "content": m["content"]})
@@ -114,8 +122,11 @@ def check_dialogue_order(prompt: list[dict[str, str]], where: str) -> None:
         roles = roles[1:]
     expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles))]
     if not roles or roles != expected or roles[-1] != "user":
-        raise RowProblem("bad_order", f"{where}: prompt turns {[m['role'] for m in prompt]} are out of order "
-                                      "(expected [system,] user, assistant, ..., user)")
+        raise RowProblem(
+            "bad_order",
+            f"{where}: prompt turns {[m['role'] for m in prompt]} are out of order "
+            "(expected [system,] user, assistant, ..., user)",
+        )
     for i, m in enumerate(prompt):
         if not m["content"].strip():
             raise RowProblem("empty_prompt", f"{where}: prompt turn {i} ({m['role']!r}) is empty")
@@ -124,15 +135,19 @@ def check_dialogue_order(prompt: list[dict[str, str]], where: str) -> None:
 def _final_turn(conv: list[dict[str, str]], prompt: list[dict[str, str]] | None, where: str, name: str):
     """(prompt turns, answer) of one message list, given the separate prompt messages if there are any."""
     if prompt is not None and conv[: len(prompt)] == prompt and len(conv) > len(prompt):
-        conv = conv[len(prompt):]  # the list repeats the prompt
+        conv = conv[len(prompt) :]  # the list repeats the prompt
     elif prompt is None:
         prompt, conv = conv[:-1], conv[-1:]
     if len(conv) != 1:
-        raise RowProblem("prompt_mismatch", f"{where}, field {name!r}: after the prompt expected one assistant "
-                                            f"message, found {len(conv)} messages")
+        raise RowProblem(
+            "prompt_mismatch",
+            f"{where}, field {name!r}: after the prompt expected one assistant message, found {len(conv)} messages",
+        )
     if conv[0]["role"] != "assistant":
-        raise RowProblem("bad_order", f"{where}, field {name!r}: the final message has role {conv[0]['role']!r}, "
-                                      "expected 'assistant'")
+        raise RowProblem(
+            "bad_order",
+            f"{where}, field {name!r}: the final message has role {conv[0]['role']!r}, expected 'assistant'",
+        )
     return prompt, conv[0]["content"]
 
 
@@ -209,9 +224,10 @@ def _ab_label(values: dict[str, Any], where: str) -> bool:
         label = int(label)
     if label is None:
         raise RowProblem("missing_field", f"{where}, field 'labels': missing")
-    if label not in (0, 1) or isinstance(label, float) and not label.is_integer():
-        raise RowProblem("wrong_type", f"{where}, field 'labels': expected 1 (A preferred) or 0 (B preferred), "
-                                       f"got {label!r}")
+    if label not in (0, 1) or (isinstance(label, float) and not label.is_integer()):
+        raise RowProblem(
+            "wrong_type", f"{where}, field 'labels': expected 1 (A preferred) or 0 (B preferred), got {label!r}"
+        )
     return bool(label)
 
 
@@ -220,8 +236,10 @@ def _labeled_ab(values: dict[str, Any], where: str) -> tuple[list[dict[str, str]
     a_wins = _ab_label(values, where)
     prompt = _text(values, "history", where)
     a, b = _text(values, "human_ref_A", where), _text(values, "human_ref_B", where)
-    scores = {"score_chosen": values.get("score_A" if a_wins else "score_B"),
-              "score_rejected": values.get("score_B" if a_wins else "score_A")}
+    scores = {
+        "score_chosen": values.get("score_A" if a_wins else "score_B"),
+        "score_rejected": values.get("score_B" if a_wins else "score_A"),
+    }
     return [{"role": "user", "content": prompt}], (a if a_wins else b), (b if a_wins else a), scores
 
 
@@ -230,14 +248,18 @@ def _pair_parts(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, st
     scores = values
     if fmt == "standard":
         prompt_value = values.get("prompt")
-        prompt = _messages(prompt_value, where, "prompt") if isinstance(prompt_value, list) else \
-            _system(values, where) + [{"role": "user", "content": _text(values, "prompt", where)}]
+        prompt = (
+            _messages(prompt_value, where, "prompt")
+            if isinstance(prompt_value, list)
+            else _system(values, where) + [{"role": "user", "content": _text(values, "prompt", where)}]
+        )
         chosen, rejected = _text(values, "chosen", where), _text(values, "rejected", where)
     elif fmt == "conversational":
         prompt, chosen, rejected = _conversational(values, where)
     elif fmt == "implicit":
-        prompt, chosen, rejected = transcript_pair(_text(values, "chosen", where), _text(values, "rejected", where),
-                                                   where)
+        prompt, chosen, rejected = transcript_pair(
+            _text(values, "chosen", where), _text(values, "rejected", where), where
+        )
     elif fmt == "mapped":
         prompt, chosen, rejected = _mapped(values, where, cmap or {})
     elif fmt == "labeled_ab":
@@ -257,8 +279,16 @@ def normalize_row(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, 
     if chosen.strip() == rejected.strip():
         raise RowProblem("identical", f"{where}: 'chosen' and 'rejected' are identical, so the pair teaches nothing")
     score_chosen, score_rejected = _scores(score_values)
-    return PreferencePair(prompt, chosen, rejected, origin=where, split=_label(values, "split"),
-                          skill=_label(values, "skill"), score_chosen=score_chosen, score_rejected=score_rejected)
+    return PreferencePair(
+        prompt,
+        chosen,
+        rejected,
+        origin=where,
+        split=_label(values, "split"),
+        skill=_label(values, "skill"),
+        score_chosen=score_chosen,
+        score_rejected=score_rejected,
+    )
 
 
 def _label(values: dict[str, Any], name: str) -> str | None:

@@ -23,15 +23,40 @@ from pathlib import Path
 QUIRKS = ("repeated_role", "differ_before_final", "empty_final", "role_word_inside", "whitespace")
 DROPPED_AS = {"repeated_role": "bad_order", "differ_before_final": "prompt_mismatch", "empty_final": "empty_completion"}
 
-_TOPICS = ["bake bread", "learn the guitar", "train a puppy", "save for a holiday", "fix a bike puncture",
-           "grow tomatoes", "write a cover letter", "start running", "clean a cast-iron pan", "plan a picnic",
-           "learn to juggle", "brew green tea", "sleep better", "paint a fence", "study for an exam"]
-_FOLLOW_UPS = ["How long does that take?", "What do I need to buy first?", "Is there a cheaper way?",
-               "What is the most common mistake?", "Can a beginner do it?"]
-_GOOD = ["Start small: {step}, then build from there. Most people see progress within {n} days.",
-         "A simple plan: {step}. Keep notes, and ask for help if you get stuck after {n} tries."]
-_BAD = ["I don't know.", "That is not something I can help with.", "Just figure it out yourself.",
-        "Why would you want to do that?"]
+_TOPICS = [
+    "bake bread",
+    "learn the guitar",
+    "train a puppy",
+    "save for a holiday",
+    "fix a bike puncture",
+    "grow tomatoes",
+    "write a cover letter",
+    "start running",
+    "clean a cast-iron pan",
+    "plan a picnic",
+    "learn to juggle",
+    "brew green tea",
+    "sleep better",
+    "paint a fence",
+    "study for an exam",
+]
+_FOLLOW_UPS = [
+    "How long does that take?",
+    "What do I need to buy first?",
+    "Is there a cheaper way?",
+    "What is the most common mistake?",
+    "Can a beginner do it?",
+]
+_GOOD = [
+    "Start small: {step}, then build from there. Most people see progress within {n} days.",
+    "A simple plan: {step}. Keep notes, and ask for help if you get stuck after {n} tries.",
+]
+_BAD = [
+    "I don't know.",
+    "That is not something I can help with.",
+    "Just figure it out yourself.",
+    "Why would you want to do that?",
+]
 _STEPS = ["gather what you need", "set aside {n} minutes a day", "watch one short guide", "practise once a day"]
 
 
@@ -62,11 +87,16 @@ def _quirky(quirk: str | None, shared: list[tuple[str, str]], good: str, bad: st
     final_good, final_bad = _turn("Assistant", good), _turn("Assistant", bad)
     if quirk == "repeated_role":
         extra = _turn("Assistant", "Also, one more thing.")
-        chosen_shared = rejected_shared = "".join(_turn(r, t) for r, t in shared[:1]) + \
-            _turn("Assistant", "Let me think.") + extra + "".join(_turn(r, t) for r, t in shared[1:])
+        chosen_shared = rejected_shared = (
+            "".join(_turn(r, t) for r, t in shared[:1])
+            + _turn("Assistant", "Let me think.")
+            + extra
+            + "".join(_turn(r, t) for r, t in shared[1:])
+        )
     elif quirk == "differ_before_final":
-        rejected_shared = "".join(_turn(r, t) for r, t in shared) + _turn("Assistant", "Hmm.") + \
-            _turn("Human", "Are you there?")
+        rejected_shared = (
+            "".join(_turn(r, t) for r, t in shared) + _turn("Assistant", "Hmm.") + _turn("Human", "Are you there?")
+        )
     elif quirk == "empty_final":
         final_good = "\n\nAssistant:"
     elif quirk == "role_word_inside":

@@ -57,7 +57,9 @@ def _jsonl_rows(path: Path, data: bytes) -> list[RawRow]:
             rows.append(RawRow(where, None, ("bad_json", f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")))
             continue
         if not isinstance(value, dict):
-            rows.append(RawRow(where, None, ("wrong_type", f"{where}: expected a JSON object, got {type(value).__name__}")))
+            rows.append(
+                RawRow(where, None, ("wrong_type", f"{where}: expected a JSON object, got {type(value).__name__}"))
+            )
             continue
         rows.append(RawRow(where, value))
     return rows
@@ -96,7 +98,9 @@ def _decode(path: Path, data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise DataSourceError(f"{path}, line {line}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8") from None
+        raise DataSourceError(
+            f"{path}, line {line}: not valid UTF-8 (byte {exc.start}); re-save the file as UTF-8"
+        ) from None
 
 
 def file_type(path: Path) -> str:
@@ -123,8 +127,10 @@ def _file_rows(path: Path) -> list[RawRow]:
         raise DataSourceError(f"preference data not found: {path}")
     kind = file_type(path)
     if kind not in FILE_TYPES:
-        raise DataSourceError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_TYPES)} "
-                              "(or the same gzip-compressed, e.g. .jsonl.gz)")
+        raise DataSourceError(
+            f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(FILE_TYPES)} "
+            "(or the same gzip-compressed, e.g. .jsonl.gz)"
+        )
     data = _read_bytes(path)
     if not data.strip():
         raise DataSourceError(f"{path} is empty: no rows to read")
@@ -162,8 +168,9 @@ def _json_rows(path: Path, data: bytes) -> list[RawRow]:
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data" and text.lstrip().startswith("{"):
             return _jsonl_rows(path, data)
-        raise DataSourceError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}); "
-                              "for one object per line use the .jsonl extension") from None
+        raise DataSourceError(
+            f"{path}, line {exc.lineno}: not valid JSON ({exc.msg}); for one object per line use the .jsonl extension"
+        ) from None
     if isinstance(value, dict) and isinstance(value.get("data"), list):
         value = value["data"]
     if not isinstance(value, list):

@@ -9,7 +9,12 @@ from typing import Any
 from .formats import PreferencePair, RowProblem
 from .tokenize import render_ids, tokenize_pair
 from .validate import (
-    DEFAULT_MAX_BAD_FRACTION, DataReport, drop_eval_overlap, load_pairs, resolve_policy, split_train_eval,
+    DEFAULT_MAX_BAD_FRACTION,
+    DataReport,
+    drop_eval_overlap,
+    load_pairs,
+    resolve_policy,
+    split_train_eval,
 )
 
 
@@ -37,7 +42,7 @@ class LengthStats:
     @property
     def length_bias(self) -> float:
         """Share of pairs whose chosen answer is longer than the rejected one (0.5 = no bias)."""
-        return sum(c > r for c, r in zip(self.chosen, self.rejected)) / max(1, self.n_pairs)
+        return sum(c > r for c, r in zip(self.chosen, self.rejected, strict=True)) / max(1, self.n_pairs)
 
     def summary(self, name: str) -> dict[str, float]:
         """n, min, median, p95 and max of the prompt, chosen or rejected token lengths."""
@@ -53,16 +58,25 @@ class LengthStats:
         for name in ("prompt", "chosen", "rejected"):
             s = self.summary(name)
             if s["n"]:
-                out.append(f"  {name:9s} tokens: min {s['min']}, median {s['median']:g}, p95 {s['p95']}, max {s['max']}")
-        out.append(f"truncated by the limits: {self.truncation_rate:.1%} "
-                   f"(prompts {self.prompt_truncated}, completions {self.completion_truncated})")
+                out.append(
+                    f"  {name:9s} tokens: min {s['min']}, median {s['median']:g}, p95 {s['p95']}, max {s['max']}"
+                )
+        out.append(
+            f"truncated by the limits: {self.truncation_rate:.1%} "
+            f"(prompts {self.prompt_truncated}, completions {self.completion_truncated})"
+        )
         out.append(f"length bias: chosen longer than rejected in {self.length_bias:.1%} of pairs")
         return out
 
 
 def length_stats(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int, min_completion_tokens: int = 8,
-    report: DataReport | None = None, policy: str | dict | None = "default",
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    max_length: int,
+    max_prompt_length: int,
+    min_completion_tokens: int = 8,
+    report: DataReport | None = None,
+    policy: str | dict | None = "default",
 ) -> LengthStats:
     """Measure every pair through the chat template and count what the limits would cut (pairs that cannot
     fit at all are raised or dropped into the report, as training would)."""
@@ -105,9 +119,12 @@ class DataInspection:
         d = asdict(self)
         d["report"]["dropped"] = dict(self.report.dropped)
         if self.stats is not None:  # summaries, not one number per pair
-            d["stats"] = {**{k: self.stats.summary(k) for k in ("prompt", "chosen", "rejected")},
-                          "truncation_rate": self.stats.truncation_rate, "length_bias": self.stats.length_bias,
-                          "unique_prompts": self.stats.unique_prompts}
+            d["stats"] = {
+                **{k: self.stats.summary(k) for k in ("prompt", "chosen", "rejected")},
+                "truncation_rate": self.stats.truncation_rate,
+                "length_bias": self.stats.length_bias,
+                "unique_prompts": self.stats.unique_prompts,
+            }
         return d
 
 
@@ -121,19 +138,37 @@ def skill_counts(pairs: list[PreferencePair]) -> dict[str, int]:
 
 
 def inspect_data(
-    source: Any, *, tokenizer: Any = None, format: str = "auto", split: str | None = None,
-    policy: str | dict | None = "default", max_length: int = 512, max_prompt_length: int = 256,
-    min_completion_tokens: int = 8, eval_fraction: float = 0.1, seed: int = 42, column_map: dict | None = None,
-    min_score_margin: float | None = None, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+    source: Any,
+    *,
+    tokenizer: Any = None,
+    format: str = "auto",
+    split: str | None = None,
+    policy: str | dict | None = "default",
+    max_length: int = 512,
+    max_prompt_length: int = 256,
+    min_completion_tokens: int = 8,
+    eval_fraction: float = 0.1,
+    seed: int = 42,
+    column_map: dict | None = None,
+    min_score_margin: float | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
 ) -> DataInspection:
     """Read, validate, split and measure a source; the same report the CLI prints and training prints."""
-    pairs, report = load_pairs(source, format=format, split=split, policy=policy, column_map=column_map,
-                               min_score_margin=min_score_margin, max_bad_fraction=max_bad_fraction)
+    pairs, report = load_pairs(
+        source,
+        format=format,
+        split=split,
+        policy=policy,
+        column_map=column_map,
+        min_score_margin=min_score_margin,
+        max_bad_fraction=max_bad_fraction,
+    )
     train, evals = split_train_eval(pairs, eval_fraction, seed)
     evals = drop_eval_overlap(train, evals, report, policy)
     skills = skill_counts(pairs)
     stats = None
     if tokenizer is not None:
-        stats = length_stats(tokenizer, train + evals, max_length, max_prompt_length, min_completion_tokens,
-                             report=report, policy=policy)
+        stats = length_stats(
+            tokenizer, train + evals, max_length, max_prompt_length, min_completion_tokens, report=report, policy=policy
+        )
     return DataInspection(report, len(train), len(evals), stats, skills)

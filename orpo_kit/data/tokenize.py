@@ -38,22 +38,31 @@ def _ids(encoded: Any) -> list[int]:
 def _completion_ids(tokenizer: Any, messages: list[dict], prompt_ids: list[int], answer: str, where: str) -> list[int]:
     """Ids of the assistant turn: the full rendering minus the prompt rendering, checked to be a prefix."""
     full = _ids(tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=True))
-    if full[:len(prompt_ids)] != prompt_ids:
-        raise ValueError(f"{where}: the chat template renders the prompt differently once an answer follows, "
-                         "so prompt and completion cannot be split by position")
-    return full[len(prompt_ids):]
+    if full[: len(prompt_ids)] != prompt_ids:
+        raise ValueError(
+            f"{where}: the chat template renders the prompt differently once an answer follows, "
+            "so prompt and completion cannot be split by position"
+        )
+    return full[len(prompt_ids) :]
 
 
 def render_ids(tokenizer: Any, pair: PreferencePair) -> tuple[list[int], list[int], list[int]]:
     """Untruncated (prompt, chosen, rejected) ids through the chat template."""
     messages = pair.prompt_messages
     prompt_ids = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-    return (prompt_ids, _completion_ids(tokenizer, messages, prompt_ids, pair.chosen, pair.origin),
-            _completion_ids(tokenizer, messages, prompt_ids, pair.rejected, pair.origin))
+    return (
+        prompt_ids,
+        _completion_ids(tokenizer, messages, prompt_ids, pair.chosen, pair.origin),
+        _completion_ids(tokenizer, messages, prompt_ids, pair.rejected, pair.origin),
+    )
 
 
 def tokenize_pair(
-    tokenizer: Any, pair: PreferencePair, max_length: int, max_prompt_length: int, min_completion_tokens: int = 8,
+    tokenizer: Any,
+    pair: PreferencePair,
+    max_length: int,
+    max_prompt_length: int,
+    min_completion_tokens: int = 8,
 ) -> TokenizedPair:
     """Render the pair; cut long prompts from the left so each completion keeps at least
     `min_completion_tokens` (or all of itself), then cut completions from the right to `max_length`."""
@@ -67,8 +76,11 @@ def tokenize_pair(
     if len(prompt) + longest > max_length:
         prompt_room = max_length - min(longest, min_completion_tokens)
         if prompt_room < 1:
-            raise RowProblem("too_long", f"{pair.origin}: max_length={max_length} cannot hold any prompt plus "
-                                         f"{min(longest, min_completion_tokens)} completion tokens")
+            raise RowProblem(
+                "too_long",
+                f"{pair.origin}: max_length={max_length} cannot hold any prompt plus "
+                f"{min(longest, min_completion_tokens)} completion tokens",
+            )
         if len(prompt) > prompt_room:
             prompt, cut_prompt = prompt[-prompt_room:], True
         room = max_length - len(prompt)
@@ -77,8 +89,13 @@ def tokenize_pair(
 
 
 def tokenize_pairs(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int,
-    min_completion_tokens: int = 8, report: DataReport | None = None, policy: str | dict | None = "default",
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    max_length: int,
+    max_prompt_length: int,
+    min_completion_tokens: int = 8,
+    report: DataReport | None = None,
+    policy: str | dict | None = "default",
     desc: str = "tokenizing",
 ) -> list[TokenizedPair]:
     """Tokenize many pairs (progress bar for large sets); pairs that cannot fit are raised or dropped and counted."""

@@ -32,15 +32,18 @@ def split_transcript(text: str, where: str, name: str) -> list[dict[str, str]]:
     """Transcript text to messages, checked to alternate user / assistant from a user turn to an assistant turn."""
     parts = _TURN.split(text)
     if parts[0].strip() or len(parts) < 3:
-        raise RowProblem("bad_order", f"{where}, field {name!r}: not a transcript of '\\n\\nHuman: ' / "
-                                        "'\\n\\nAssistant: ' turns")
+        raise RowProblem(
+            "bad_order", f"{where}, field {name!r}: not a transcript of '\\n\\nHuman: ' / '\\n\\nAssistant: ' turns"
+        )
     messages = [{"role": _ROLES[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
     for i, m in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if m["role"] != expected:
             what = f"two {m['role']!r} turns in a row" if i else f"starts with an {m['role']!r} turn"
-            raise RowProblem("bad_order", f"{where}, field {name!r}, turn {i}: {what} (turns must alternate "
-                                            "Human / Assistant from a Human turn)")
+            raise RowProblem(
+                "bad_order",
+                f"{where}, field {name!r}, turn {i}: {what} (turns must alternate Human / Assistant from a Human turn)",
+            )
     if messages[-1]["role"] != "assistant":
         raise RowProblem("bad_order", f"{where}, field {name!r}: ends with a Human turn, not an Assistant answer")
     return messages
@@ -51,8 +54,13 @@ def transcript_pair(chosen: str, rejected: str, where: str) -> tuple[list[dict[s
     chosen_turns = split_transcript(chosen, where, "chosen")
     rejected_turns = split_transcript(rejected, where, "rejected")
     if chosen_turns[:-1] != rejected_turns[:-1]:  # contents are already stripped: whitespace differences pass
-        turn = next((i for i, (c, r) in enumerate(zip(chosen_turns[:-1], rejected_turns[:-1])) if c != r),
-                    min(len(chosen_turns), len(rejected_turns)) - 1)
-        raise RowProblem("prompt_mismatch", f"{where}: 'chosen' and 'rejected' transcripts differ at turn {turn}, "
-                                              "before the final assistant turn, so they answer different dialogues")
+        turn = next(
+            (i for i, (c, r) in enumerate(zip(chosen_turns[:-1], rejected_turns[:-1], strict=False)) if c != r),
+            min(len(chosen_turns), len(rejected_turns)) - 1,
+        )
+        raise RowProblem(
+            "prompt_mismatch",
+            f"{where}: 'chosen' and 'rejected' transcripts differ at turn {turn}, "
+            "before the final assistant turn, so they answer different dialogues",
+        )
     return chosen_turns[:-1], chosen_turns[-1]["content"], rejected_turns[-1]["content"]

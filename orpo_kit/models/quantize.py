@@ -21,7 +21,9 @@ from ..config import ORPOConfig
 
 INSTALL_HINT = 'pip install "orpo_kit[qlora]"'
 COMPUTE_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
 }
 REPACK_FLAG = "support_avx512bf16_for_cpu"  # Linear4bit attribute: repack the weight on a no-grad CPU forward
 PACKED_FLAG = "packing_format_for_cpu"  # QuantState attribute: the weight is already in the inference layout
@@ -34,8 +36,9 @@ def require_bitsandbytes() -> Any:
     try:
         import bitsandbytes
     except Exception as exc:  # a broken native library fails at import, not at find_spec
-        raise ImportError(f"bitsandbytes is installed but failed to import ({exc}); reinstall it: "
-                          f"{INSTALL_HINT}") from exc
+        raise ImportError(
+            f"bitsandbytes is installed but failed to import ({exc}); reinstall it: {INSTALL_HINT}"
+        ) from exc
     return bitsandbytes
 
 
@@ -55,8 +58,10 @@ def quantization_config(cfg: ORPOConfig) -> BitsAndBytesConfig:
     if cfg.bnb_4bit_quant_type not in ("nf4", "fp4"):
         raise ValueError(f"bnb_4bit_quant_type must be nf4 or fp4, got {cfg.bnb_4bit_quant_type!r}")
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
-        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant, bnb_4bit_compute_dtype=compute_dtype(cfg),
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(cfg),
     )
 
 
@@ -92,7 +97,8 @@ def _unpack(layer: torch.nn.Module) -> None:
     from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
     layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-        layer.weight.data, layer.weight.quant_state)
+        layer.weight.data, layer.weight.quant_state
+    )
     layer.quant_state = layer.weight.quant_state
 
 
@@ -106,8 +112,11 @@ def guard_4bit_layers(model: torch.nn.Module) -> int:
             _unpack(layer)
             undone.append(name)
     if undone:
-        warnings.warn(f"{len(undone)} 4-bit layers had already been repacked for CPU inference (e.g. {undone[0]}); "
-                      "restored for training, with their scales rounded to bfloat16 by that repack", stacklevel=2)
+        warnings.warn(
+            f"{len(undone)} 4-bit layers had already been repacked for CPU inference (e.g. {undone[0]}); "
+            "restored for training, with their scales rounded to bfloat16 by that repack",
+            stacklevel=2,
+        )
     return len(layers)
 
 
@@ -140,13 +149,19 @@ def _from_pretrained(source: str, cfg: ORPOConfig, device_map: Any) -> PreTraine
     try:
         with explain_refusals(source):
             return AutoModelForCausalLM.from_pretrained(
-                source, quantization_config=quantization_config(cfg), dtype=compute_dtype(cfg),
-                device_map=device_map, trust_remote_code=cfg.trust_remote_code,
-                attn_implementation=cfg.attn_implementation, use_safetensors=use_safetensors(cfg.allow_pickle_weights),
+                source,
+                quantization_config=quantization_config(cfg),
+                dtype=compute_dtype(cfg),
+                device_map=device_map,
+                trust_remote_code=cfg.trust_remote_code,
+                attn_implementation=cfg.attn_implementation,
+                use_safetensors=use_safetensors(cfg.allow_pickle_weights),
             )
     except OSError as exc:
-        raise OSError(f"could not load {source!r} in 4-bit: {exc}\nIf this machine is offline, download the model "
-                      "elsewhere and pass its local directory, or pre-fill the Hugging Face cache.") from exc
+        raise OSError(
+            f"could not load {source!r} in 4-bit: {exc}\nIf this machine is offline, download the model "
+            "elsewhere and pass its local directory, or pre-fill the Hugging Face cache."
+        ) from exc
 
 
 def load_4bit_model(name_or_path: str, cfg: ORPOConfig, device_map: Any = None) -> PreTrainedModel:
@@ -168,6 +183,7 @@ def load_4bit_model(name_or_path: str, cfg: ORPOConfig, device_map: Any = None) 
         raise RuntimeError(f"{name_or_path!r} loaded without any 4-bit Linear layer; check quantization settings")
     model.config.use_cache = False
     return prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+        model,
+        use_gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
     )

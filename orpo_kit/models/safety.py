@@ -10,8 +10,8 @@ directory, is read with `torch.load(weights_only=True)`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pt")  # trainer files, never loaded
@@ -31,7 +31,8 @@ def check_weight_files(source: str | Path, allow_pickle_weights: bool, what: str
     if pickled and not allow_pickle_weights:
         raise ValueError(
             f"{folder}: the {what} weights are pickle files only ({', '.join(pickled)}); loading a pickle can run "
-            "arbitrary code. Convert them to safetensors, or set allow_pickle_weights=true if you trust the source.")
+            "arbitrary code. Convert them to safetensors, or set allow_pickle_weights=true if you trust the source."
+        )
 
 
 def use_safetensors(allow_pickle_weights: bool) -> bool | None:
@@ -47,5 +48,7 @@ def explain_refusals(name: str) -> Iterator[None]:
     except ValueError as exc:
         if "trust_remote_code" not in str(exc):
             raise
-        raise ValueError(f"{name!r} ships its own Python code, which orpo_kit does not run unless you set "
-                         f"trust_remote_code=true (read that code first). transformers said: {exc}") from exc
+        raise ValueError(
+            f"{name!r} ships its own Python code, which orpo_kit does not run unless you set "
+            f"trust_remote_code=true (read that code first). transformers said: {exc}"
+        ) from exc

@@ -16,22 +16,35 @@ from ..runs import LoadedRun, side_by_side
 
 def answers_html(rows: list[dict[str, str]], settings: dict[str, Any] | None = None) -> str:
     """HTML of `side_by_side` rows: each prompt above its base and tuned answers in two columns."""
-    cell = ('<div style="flex:1;border:1px solid #ccc;border-radius:4px;padding:6px;white-space:pre-wrap">'
-            "<b>{}</b><br>{}</div>")
+    cell = (
+        '<div style="flex:1;border:1px solid #ccc;border-radius:4px;padding:6px;white-space:pre-wrap">'
+        "<b>{}</b><br>{}</div>"
+    )
     parts = ['<div class="orpo-chat" style="font-family:sans-serif">']
     if settings:
-        parts.append('<div style="font-size:85%;color:#555">'
-                     + html.escape(", ".join(f"{k} = {v}" for k, v in settings.items())) + "</div>")
+        parts.append(
+            '<div style="font-size:85%;color:#555">'
+            + html.escape(", ".join(f"{k} = {v}" for k, v in settings.items()))
+            + "</div>"
+        )
     for row in rows:
-        parts.append(f'<div style="margin-top:6px"><b>prompt:</b> {html.escape(row["prompt"])}</div>'
-                     '<div style="display:flex;gap:8px">'
-                     + cell.format("base", html.escape(row["base"]) or "<i>(empty answer)</i>")
-                     + cell.format("tuned", html.escape(row["tuned"]) or "<i>(empty answer)</i>") + "</div>")
+        parts.append(
+            f'<div style="margin-top:6px"><b>prompt:</b> {html.escape(row["prompt"])}</div>'
+            '<div style="display:flex;gap:8px">'
+            + cell.format("base", html.escape(row["base"]) or "<i>(empty answer)</i>")
+            + cell.format("tuned", html.escape(row["tuned"]) or "<i>(empty answer)</i>")
+            + "</div>"
+        )
     return "".join(parts) + "</div>"
 
 
 def chat_html(
-    run: LoadedRun, prompt: str, temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 64, seed: int = 0,
+    run: LoadedRun,
+    prompt: str,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 64,
+    seed: int = 0,
 ) -> str:
     """Base and tuned answers to one prompt (greedy at temperature 0, else sampled with `seed`), as HTML."""
     if not prompt.strip():
@@ -48,8 +61,14 @@ def chat_panel(run: LoadedRun, prompt: str = "What is 12 + 7?", max_new_tokens: 
     text = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
     temperature = widgets.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.05, description="temperature")
     top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p")
-    new_tokens = widgets.IntSlider(value=max_new_tokens, min=4, max=256, step=4, description="max new tokens",
-                                   style={"description_width": "initial"})
+    new_tokens = widgets.IntSlider(
+        value=max_new_tokens,
+        min=4,
+        max=256,
+        step=4,
+        description="max new tokens",
+        style={"description_width": "initial"},
+    )
     button = widgets.Button(description="generate", button_style="primary")
     shown = widgets.HTML("<i>press generate</i>")
 
@@ -64,8 +83,9 @@ def chat_panel(run: LoadedRun, prompt: str = "What is 12 + 7?", max_new_tokens: 
 @torch.no_grad()
 def prompt_logits(model: Any, tokenizer: Any, prompt: str) -> torch.Tensor:
     """A model's logits [1, T, V] (float32, on CPU) over a chat-formatted user prompt: to compare models."""
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     model.eval()
     ids = ids.to(next(model.parameters()).device)
     return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float().cpu()

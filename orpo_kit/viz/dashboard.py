@@ -7,8 +7,9 @@ notebook, nothing needs a display. Show one as a cell's last expression, or pass
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -22,15 +23,24 @@ PANELS: dict[str, tuple[tuple[str, str], ...]] = {
     "loss": (("loss", "train"), ("eval_loss", "eval")),
     "nll_loss": (("nll_loss", "train"), ("eval_nll_loss", "eval")),
     "log_odds_ratio (mean log σ)": (("log_odds_ratio", "train"), ("eval_log_odds_ratio", "eval")),
-    "log-probs (mean per token)": (("logps/chosen", "chosen"), ("logps/rejected", "rejected"),
-                                   ("eval_logps/chosen", "eval chosen"), ("eval_logps/rejected", "eval rejected")),
+    "log-probs (mean per token)": (
+        ("logps/chosen", "chosen"),
+        ("logps/rejected", "rejected"),
+        ("eval_logps/chosen", "eval chosen"),
+        ("eval_logps/rejected", "eval rejected"),
+    ),
     "reward accuracy": (("rewards/accuracies", "train"), ("eval_rewards/accuracies", "eval")),
     "step time (s)": (("step_time", "step"),),
     "memory (GiB)": (("memory_gib", "memory"),),
     "learning rate": (("learning_rate", "lr"),),
 }
-_COLORS = {"chosen": "tab:green", "rejected": "tab:red", "eval chosen": "tab:green", "eval rejected": "tab:red",
-           "eval": "tab:orange"}
+_COLORS = {
+    "chosen": "tab:green",
+    "rejected": "tab:red",
+    "eval chosen": "tab:green",
+    "eval rejected": "tab:red",
+    "eval": "tab:orange",
+}
 
 
 # ---- memory -------------------------------------------------------------------------------------------
@@ -75,17 +85,26 @@ def dashboard_series(records: Sequence[Record]) -> dict[str, dict[str, tuple[lis
     return out
 
 
-def plot_training(records: Sequence[Record], fig: Figure | None = None, title: str | None = None,
-                  memory_label: str | None = None) -> Figure:
+def plot_training(
+    records: Sequence[Record], fig: Figure | None = None, title: str | None = None, memory_label: str | None = None
+) -> Figure:
     """Eight panels of a run's records (metrics.jsonl or live): losses, log-probs, accuracy, time, memory."""
     fig = fig if fig is not None else Figure(figsize=(13, 5.6))
     fig.clear()
     axes = fig.subplots(2, 4).ravel()
-    for ax, (panel, series) in zip(axes, dashboard_series(records).items()):
+    for ax, (panel, series) in zip(axes, dashboard_series(records).items(), strict=True):
         for label, (steps, values) in series.items():
             is_eval = label.startswith("eval")
-            ax.plot(steps, values, "o-" if is_eval else "-", ms=3, lw=1.8 if is_eval else 1.0,
-                    color=_COLORS.get(label), label=label, alpha=1.0 if is_eval else 0.8)
+            ax.plot(
+                steps,
+                values,
+                "o-" if is_eval else "-",
+                ms=3,
+                lw=1.8 if is_eval else 1.0,
+                color=_COLORS.get(label),
+                label=label,
+                alpha=1.0 if is_eval else 0.8,
+            )
         ax.set_title(panel if panel != "memory (GiB)" or not memory_label else f"{memory_label} (GiB)", fontsize=9)
         ax.tick_params(labelsize=7)
         if len(series) > 1:
@@ -123,8 +142,13 @@ class LiveDashboard(TrainerCallback):
     the process's resident memory on CPU. A resumed run's earlier records are read from metrics.jsonl.
     """
 
-    def __init__(self, every: int = 5, path: str | Path | None = None, title: str | None = None,
-                 figsize: tuple[float, float] = (13, 5.6)) -> None:
+    def __init__(
+        self,
+        every: int = 5,
+        path: str | Path | None = None,
+        title: str | None = None,
+        figsize: tuple[float, float] = (13, 5.6),
+    ) -> None:
         if every < 1:
             raise ValueError(f"every must be at least 1, got {every}")
         self.every, self.path, self.title = every, Path(path) if path is not None else None, title
@@ -141,8 +165,11 @@ class LiveDashboard(TrainerCallback):
         self._handle, self._fresh = None, True
         if trainer.step > 0:
             measured = {_record_key(r): r.get("memory_gib") for r in self.records}  # memory is not in the file
-            self.records = [{**r, "memory_gib": measured.get(_record_key(r))} for r in read_metrics(trainer.run_dir)
-                            if r.get("step", 0) <= trainer.step]
+            self.records = [
+                {**r, "memory_gib": measured.get(_record_key(r))}
+                for r in read_metrics(trainer.run_dir)
+                if r.get("step", 0) <= trainer.step
+            ]
             self._drawn_at = len(self.records)
         else:
             self.records, self._drawn_at = [], 0
@@ -201,7 +228,8 @@ def plot_logps_over_training(results: dict[float, list[Record]], path: str | Pat
         _, rejected = _eval(records, "eval_logps/rejected")
         left.plot(steps, chosen, "o-", color=color, ms=4, label=f"{_lambda_label(lam)} chosen")
         left.plot(steps, rejected, "s--", color=color, ms=4, label=f"{_lambda_label(lam)} rejected")
-        right.plot(steps, [c - r for c, r in zip(chosen, rejected)], "o-", color=color, ms=4, label=_lambda_label(lam))
+        gaps = [c - r for c, r in zip(chosen, rejected, strict=True)]
+        right.plot(steps, gaps, "o-", color=color, ms=4, label=_lambda_label(lam))
     left.set(title="held-out mean log-prob per token", xlabel="step", ylabel="log-prob")
     right.set(title="gap: chosen − rejected", xlabel="step", ylabel="log-prob difference")
     right.axhline(0.0, color="grey", lw=0.8)
@@ -214,10 +242,13 @@ def plot_lambda_sweep(results: dict[float, list[Record]], path: str | Path | Non
     """Runs that differ in λ: train loss, held-out NLL (comparable across λ) and held-out reward accuracy."""
     fig = Figure(figsize=(12, 3.6))
     axes = fig.subplots(1, 3)
-    panels = (("loss", "train loss (NLL + λ·L_OR)", "-"), ("eval_nll_loss", "eval nll_loss", "o-"),
-              ("eval_rewards/accuracies", "eval reward accuracy", "o-"))
+    panels = (
+        ("loss", "train loss (NLL + λ·L_OR)", "-"),
+        ("eval_nll_loss", "eval nll_loss", "o-"),
+        ("eval_rewards/accuracies", "eval reward accuracy", "o-"),
+    )
     for i, (lam, records) in enumerate(results.items()):
-        for ax, (key, title, style) in zip(axes, panels):
+        for ax, (key, title, style) in zip(axes, panels, strict=True):
             steps, values = _eval(records, key)
             ax.plot(steps, values, style, color=f"C{i}", ms=4, label=_lambda_label(lam))
             ax.set(title=title, xlabel="step")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import html
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 
-from ..batching import collate_pairs
 from ..config import resolve_config
-from ..data import DAMAGE, PROBLEMS, DataReport, LengthStats, PreferencePair, length_stats, tokenize_pair
+from ..data import DAMAGE, DataReport, LengthStats, PreferencePair, length_stats, tokenize_pair
+from ..layouts import PLAIN
 from ..models.load import load_tokenizer
 
 ROLES = ("prompt", "completion", "padding")
@@ -39,9 +40,11 @@ def short_origin(origin: str) -> str:
 
 def _block(label: str, text: str, color: str) -> str:
     """One labelled text box."""
-    return (f'<div style="margin:4px 0"><b style="color:{color}">{label}</b>'
-            f'<div style="white-space:pre-wrap;border-left:3px solid {color};padding:2px 8px">'
-            f"{html.escape(text)}</div></div>")
+    return (
+        f'<div style="margin:4px 0"><b style="color:{color}">{label}</b>'
+        f'<div style="white-space:pre-wrap;border-left:3px solid {color};padding:2px 8px">'
+        f"{html.escape(text)}</div></div>"
+    )
 
 
 def render_pair_html(pair: PreferencePair, index: int | None = None, total: int | None = None) -> str:
@@ -51,26 +54,34 @@ def render_pair_html(pair: PreferencePair, index: int | None = None, total: int 
     head += [short_origin(pair.origin)] if pair.origin else []
     parts = [f'<div style="font-family:sans-serif"><div style="color:#555">{html.escape(" | ".join(head))}</div>']
     parts += [_block(m["role"], m["content"], "#1565c0") for m in pair.prompt_messages]
-    parts += [_block(f"{name} ({len(text.split())} words)", text, _ANSWER_COLORS[name])
-              for name, text in (("chosen", pair.chosen), ("rejected", pair.rejected))]
+    parts += [
+        _block(f"{name} ({len(text.split())} words)", text, _ANSWER_COLORS[name])
+        for name, text in (("chosen", pair.chosen), ("rejected", pair.rejected))
+    ]
     return "".join(parts) + "</div>"
 
 
 def pair_token_roles(
-    tokenizer: Any, pair: PreferencePair, max_length: int, max_prompt_length: int, min_completion_tokens: int = 8,
+    tokenizer: Any,
+    pair: PreferencePair,
+    max_length: int,
+    max_prompt_length: int,
+    min_completion_tokens: int = 8,
     pad_to_multiple_of: int = 1,
 ) -> dict[str, list[tuple[str, str]]]:
     """Each row of the pair ('chosen', 'rejected') as (token text, role) per position, exactly as training sees
-    it: `tokenize_pair` (truncation included), then `collate_pairs`; roles come from its attention and
+    it: `tokenize_pair` (truncation included), then the plain layout's collate; roles come from its attention and
     completion masks (completion = the tokens whose mean log-prob the loss uses)."""
     tokenized = tokenize_pair(tokenizer, pair, max_length, max_prompt_length, min_completion_tokens)
-    batch = collate_pairs([tokenized], tokenizer.pad_token_id, pad_to_multiple_of)
+    batch = PLAIN.collate([tokenized], tokenizer.pad_token_id, pad_to_multiple_of)
     rows = {}
     for name, row in (("chosen", 0), ("rejected", 1)):
         ids = batch.input_ids[row].tolist()
         attention, completion = batch.attention_mask[row].tolist(), batch.completion_mask[row].tolist()
-        roles = ["padding" if not a else "completion" if c else "prompt" for a, c in zip(attention, completion)]
-        rows[name] = [(tokenizer.decode([i]), role) for i, role in zip(ids, roles)]
+        roles = [
+            "padding" if not a else "completion" if c else "prompt" for a, c in zip(attention, completion, strict=True)
+        ]
+        rows[name] = [(tokenizer.decode([i]), role) for i, role in zip(ids, roles, strict=True)]
     return rows
 
 
@@ -113,33 +124,44 @@ def token_roles_html(rows: dict[str, list[tuple[str, str]]]) -> str:
     parts = [f'<div style="font-family:monospace;font-size:12px"><div>{legend}</div>']
     for name, tokens in rows.items():
         counts = role_counts(tokens)
-        parts.append(f'<div style="margin-top:6px"><b>{name}</b> ({", ".join(f"{counts[r]} {r}" for r in ROLES)})'
-                     '</div><div style="line-height:1.9">')
-        parts += [f'<span class="orpo-tok-{role}" style="{_TOKEN_STYLE[role]}" title="{role}, position {j}">'
-                  f"{html.escape(_visible(text))}</span>"
-                  + ("<br>" if "\n" in text else "") for j, (text, role) in enumerate(tokens)]
+        parts.append(
+            f'<div style="margin-top:6px"><b>{name}</b> ({", ".join(f"{counts[r]} {r}" for r in ROLES)})'
+            '</div><div style="line-height:1.9">'
+        )
+        parts += [
+            f'<span class="orpo-tok-{role}" style="{_TOKEN_STYLE[role]}" title="{role}, position {j}">'
+            f"{html.escape(_visible(text))}</span>" + ("<br>" if "\n" in text else "")
+            for j, (text, role) in enumerate(tokens)
+        ]
         parts.append("</div>")
     return "".join(parts) + "</div>"
 
 
 def measure_lengths(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    max_length: int,
+    max_prompt_length: int,
     min_completion_tokens: int = 8,
 ) -> tuple[LengthStats, DataReport]:
     """`length_stats` with every problem pair dropped and counted in the returned report (for views)."""
     report = DataReport(source="pairs", rows_read=len(pairs), kept=len(pairs))
-    stats = length_stats(tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens, report=report,
-                         policy="drop")
+    stats = length_stats(
+        tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens, report=report, policy="drop"
+    )
     return stats, report
 
 
 def plot_length_histograms(
-    stats: LengthStats, max_length: int | None = None, max_prompt_length: int | None = None, bins: int = 30,
+    stats: LengthStats,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    bins: int = 30,
 ) -> Any:
     """Histograms of prompt, chosen and rejected token lengths (untruncated), with the limits as dashed lines."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 2.8), sharey=True)
     colors = {"prompt": "#1565c0", **_ANSWER_COLORS}
-    for ax, name in zip(axes, ("prompt", "chosen", "rejected")):
+    for ax, name in zip(axes, ("prompt", "chosen", "rejected"), strict=True):
         ax.hist(getattr(stats, name), bins=bins, color=colors[name], alpha=0.8)
         limit = max_prompt_length if name == "prompt" else max_length
         if limit is not None:
@@ -157,8 +179,10 @@ def length_bias_by_skill(pairs: list[PreferencePair], stats: LengthStats) -> dic
     """Per skill (and 'all'): pairs, share with the chosen answer longer, mean chosen and rejected tokens.
     `stats` must come from `length_stats` on the same `pairs` (one length per pair, in order)."""
     if stats.n_pairs != len(pairs):
-        raise ValueError(f"stats measure {stats.n_pairs} pairs but {len(pairs)} pairs were given: "
-                         "pass the pairs that length_stats measured")
+        raise ValueError(
+            f"stats measure {stats.n_pairs} pairs but {len(pairs)} pairs were given: "
+            "pass the pairs that length_stats measured"
+        )
     groups: dict[str, list[int]] = {"all": list(range(len(pairs)))}
     for i, pair in enumerate(pairs):
         groups.setdefault(pair.skill or "(none)", []).append(i)
@@ -166,16 +190,23 @@ def length_bias_by_skill(pairs: list[PreferencePair], stats: LengthStats) -> dic
     for name in ["all"] + sorted(k for k in groups if k != "all"):
         idx = groups[name]
         chosen, rejected = [stats.chosen[i] for i in idx], [stats.rejected[i] for i in idx]
-        table[name] = {"pairs": len(idx), "chosen_longer": sum(c > r for c, r in zip(chosen, rejected)) / len(idx),
-                       "mean_chosen": statistics.fmean(chosen), "mean_rejected": statistics.fmean(rejected)}
+        table[name] = {
+            "pairs": len(idx),
+            "chosen_longer": sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(idx),
+            "mean_chosen": statistics.fmean(chosen),
+            "mean_rejected": statistics.fmean(rejected),
+        }
     return table
 
 
 def length_bias_lines(table: dict[str, dict[str, float]]) -> list[str]:
     """`length_bias_by_skill` as aligned text lines."""
     out = [f"{'skill':14s} {'pairs':>5s} {'chosen longer':>13s} {'mean chosen':>11s} {'mean rejected':>13s}"]
-    out += [f"{name:14s} {row['pairs']:5d} {row['chosen_longer']:13.1%} {row['mean_chosen']:11.1f} "
-            f"{row['mean_rejected']:13.1f}" for name, row in table.items()]
+    out += [
+        f"{name:14s} {row['pairs']:5d} {row['chosen_longer']:13.1%} {row['mean_chosen']:11.1f} "
+        f"{row['mean_rejected']:13.1f}"
+        for name, row in table.items()
+    ]
     return out
 
 
@@ -193,7 +224,10 @@ def plot_length_bias(stats: LengthStats) -> Any:
 
 
 def truncation_counts(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    max_length: int,
+    max_prompt_length: int,
     min_completion_tokens: int = 8,
 ) -> dict[str, int]:
     """What these limits would do to the pairs, as training applies them (`tokenize_pair`): pairs left whole,
@@ -202,15 +236,24 @@ def truncation_counts(
     stats, report = measure_lengths(tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens)
     dropped = report.dropped.get("too_long", 0)
     cut = stats.prompt_truncated + stats.completion_truncated
-    return {"pairs": len(pairs), "whole": len(pairs) - cut - dropped, "prompt_cut": stats.prompt_truncated,
-            "completion_cut_only": stats.completion_truncated, "dropped": dropped}
+    return {
+        "pairs": len(pairs),
+        "whole": len(pairs) - cut - dropped,
+        "prompt_cut": stats.prompt_truncated,
+        "completion_cut_only": stats.completion_truncated,
+        "dropped": dropped,
+    }
 
 
 def truncation_text(counts: dict[str, int]) -> str:
     """`truncation_counts` as one line per outcome with its share."""
     n = max(1, counts["pairs"])
-    labels = {"whole": "kept whole", "prompt_cut": "prompt cut (left)", "completion_cut_only": "only completion cut",
-              "dropped": "dropped (cannot fit)"}
+    labels = {
+        "whole": "kept whole",
+        "prompt_cut": "prompt cut (left)",
+        "completion_cut_only": "only completion cut",
+        "dropped": "dropped (cannot fit)",
+    }
     return "\n".join(f"{label:22s} {counts[key]:6d}  {counts[key] / n:6.1%}" for key, label in labels.items())
 
 
@@ -228,9 +271,16 @@ def plot_dropped_by_kind(report: DataReport) -> Any:
     ax.set_title(f"{dropped} of {report.rows_read} rows dropped ({dropped / max(1, report.rows_read):.1%})")
     ax.set_xlabel("rows")
     ax.margins(x=0.15)
-    ax.legend(handles=[Patch(color=colors[True], label="malformed (counts toward refusing the file)"),
-                       Patch(color=colors[False], label="well-formed, filtered out")],
-              loc="upper center", bbox_to_anchor=(0.5, -0.32 - 0.1 / max(1, len(kinds))), ncol=2, fontsize=8,
-              frameon=False)
+    ax.legend(
+        handles=[
+            Patch(color=colors[True], label="malformed (counts toward refusing the file)"),
+            Patch(color=colors[False], label="well-formed, filtered out"),
+        ],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.32 - 0.1 / max(1, len(kinds))),
+        ncol=2,
+        fontsize=8,
+        frameon=False,
+    )
     fig.tight_layout()
     return fig

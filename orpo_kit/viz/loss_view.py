@@ -4,8 +4,9 @@ log_odds, log1mexp) and autograd; nothing here re-implements the objective."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any, Sequence
+from typing import Any
 from unittest import mock
 
 import matplotlib.pyplot as plt
@@ -46,30 +47,40 @@ def loss_terms(p_chosen: float, p_rejected: float, lam: float) -> dict[str, floa
     loss.backward()
     or_loss, d = odds_ratio_terms(chosen.detach(), rejected.detach())
     return {
-        "p_chosen": p_chosen, "p_rejected": p_rejected, "lam": lam,
-        "logp_chosen": chosen.item(), "logp_rejected": rejected.item(),
-        "log_odds_chosen": log_odds(chosen.detach()).item(), "log_odds_rejected": log_odds(rejected.detach()).item(),
-        "log_odds_ratio": d.item(), "odds_ratio": math.exp(d.item()),
-        "nll": pair.nll_loss.item(), "odds_ratio_loss": or_loss.item(), "loss": loss.item(),
+        "p_chosen": p_chosen,
+        "p_rejected": p_rejected,
+        "lam": lam,
+        "logp_chosen": chosen.item(),
+        "logp_rejected": rejected.item(),
+        "log_odds_chosen": log_odds(chosen.detach()).item(),
+        "log_odds_rejected": log_odds(rejected.detach()).item(),
+        "log_odds_ratio": d.item(),
+        "odds_ratio": math.exp(d.item()),
+        "nll": pair.nll_loss.item(),
+        "odds_ratio_loss": or_loss.item(),
+        "loss": loss.item(),
         "delta": torch.sigmoid(-d).item(),  # 1 / (1 + exp(d)) = 1 / (1 + odds ratio)
-        "grad_logp_chosen": chosen.grad.item(), "grad_logp_rejected": rejected.grad.item(),
+        "grad_logp_chosen": chosen.grad.item(),
+        "grad_logp_rejected": rejected.grad.item(),
     }
 
 
 def loss_terms_text(terms: dict[str, float]) -> str:
     """`loss_terms` as lines; 'loss = ' appears exactly once (the total), with 4 decimals."""
     t = terms
-    return "\n".join([
-        f"p(chosen) = {t['p_chosen']:.2f}, p(rejected) = {t['p_rejected']:.2f}, λ = {t['lam']:.2f}",
-        f"log odds: chosen {t['log_odds_chosen']:+.4f}, rejected {t['log_odds_rejected']:+.4f}, "
-        f"ratio d = {t['log_odds_ratio']:+.4f} (odds ratio {t['odds_ratio']:.4f})",
-        f"NLL term = {t['nll']:.4f}",
-        f"odds-ratio term L_OR = {t['odds_ratio_loss']:.4f}  (λ · L_OR = {t['lam'] * t['odds_ratio_loss']:.4f})",
-        f"loss = {t['loss']:.4f}",
-        f"gradient weight δ(d) = 1/(1 + odds ratio) = {t['delta']:.4f}",
-        f"d total / d logp(chosen) = {t['grad_logp_chosen']:+.4f}, "
-        f"d total / d logp(rejected) = {t['grad_logp_rejected']:+.4f}",
-    ])
+    return "\n".join(
+        [
+            f"p(chosen) = {t['p_chosen']:.2f}, p(rejected) = {t['p_rejected']:.2f}, λ = {t['lam']:.2f}",
+            f"log odds: chosen {t['log_odds_chosen']:+.4f}, rejected {t['log_odds_rejected']:+.4f}, "
+            f"ratio d = {t['log_odds_ratio']:+.4f} (odds ratio {t['odds_ratio']:.4f})",
+            f"NLL term = {t['nll']:.4f}",
+            f"odds-ratio term L_OR = {t['odds_ratio_loss']:.4f}  (λ · L_OR = {t['lam'] * t['odds_ratio_loss']:.4f})",
+            f"loss = {t['loss']:.4f}",
+            f"gradient weight δ(d) = 1/(1 + odds ratio) = {t['delta']:.4f}",
+            f"d total / d logp(chosen) = {t['grad_logp_chosen']:+.4f}, "
+            f"d total / d logp(rejected) = {t['grad_logp_rejected']:+.4f}",
+        ]
+    )
 
 
 def loss_terms_html(terms: dict[str, float]) -> str:
@@ -83,7 +94,7 @@ def odds_table(probabilities: Sequence[float]) -> list[dict[str, float]]:
     """p, odds p / (1 - p) and log odds (from `orpo_kit.loss.log_odds`) for a few probabilities."""
     logps = torch.tensor([math.log(p) for p in probabilities], dtype=torch.float64)
     lo = log_odds(logps)
-    return [{"p": p, "odds": math.exp(v), "log_odds": v} for p, v in zip(probabilities, lo.tolist())]
+    return [{"p": p, "odds": math.exp(v), "log_odds": v} for p, v in zip(probabilities, lo.tolist(), strict=True)]
 
 
 def plot_probability_odds(n_points: int = 200) -> Any:
@@ -92,8 +103,11 @@ def plot_probability_odds(n_points: int = 200) -> Any:
     p = torch.linspace(0.005, 0.995, n_points, dtype=torch.float64)
     lo = log_odds(p.log())
     fig, axes = plt.subplots(1, 3, figsize=(12, 3))
-    for ax, values, title in ((axes[0], p.log(), "log p (mean log-prob)"), (axes[1], lo.exp(), "odds = p / (1 - p)"),
-                              (axes[2], lo, "log odds = log p - log(1 - p)")):
+    for ax, values, title in (
+        (axes[0], p.log(), "log p (mean log-prob)"),
+        (axes[1], lo.exp(), "odds = p / (1 - p)"),
+        (axes[2], lo, "log odds = log p - log(1 - p)"),
+    ):
         ax.plot(p, values)
         ax.set_title(title)
         ax.set_xlabel("p (per-token probability of an answer)")
@@ -115,9 +129,16 @@ def odds_ratio_gradient(p_chosen: float, p_rejected: float) -> dict[str, float]:
     or_loss, d = odds_ratio_terms(chosen, rejected)
     or_loss.sum().backward()
     delta = torch.sigmoid(-d).item()  # 1 / (1 + exp(d)) = 1 / (1 + odds ratio)
-    return {"p_chosen": p_chosen, "p_rejected": p_rejected, "log_odds_ratio": d.item(), "delta": delta,
-            "grad_logp_chosen": chosen.grad.item(), "grad_logp_rejected": rejected.grad.item(),
-            "paper_grad_logp_chosen": -delta / (1.0 - p_chosen), "paper_grad_logp_rejected": delta / (1.0 - p_rejected)}
+    return {
+        "p_chosen": p_chosen,
+        "p_rejected": p_rejected,
+        "log_odds_ratio": d.item(),
+        "delta": delta,
+        "grad_logp_chosen": chosen.grad.item(),
+        "grad_logp_rejected": rejected.grad.item(),
+        "paper_grad_logp_chosen": -delta / (1.0 - p_chosen),
+        "paper_grad_logp_rejected": delta / (1.0 - p_rejected),
+    }
 
 
 def plot_odds_ratio_term(lo: float = -8.0, hi: float = 8.0, n_points: int = 200) -> Any:
@@ -158,26 +179,36 @@ def naive_log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def compare_odds_ratio_gradients(
-    chosen_logp: float, rejected_logp: float, dtype: torch.dtype = torch.float32,
+    chosen_logp: float,
+    rejected_logp: float,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, dict[str, float]]:
     """L_OR and its gradients from `odds_ratio_terms` as shipped ('stable') and with `log1mexp` swapped for
     `naive_log1mexp` ('naive', patched for this call only): what a confident model does to the naive form."""
     out = {}
-    for name, patch in (("naive", mock.patch.object(loss_module, "log1mexp", naive_log1mexp)),
-                        ("stable", nullcontext())):
+    for name, patch in (
+        ("naive", mock.patch.object(loss_module, "log1mexp", naive_log1mexp)),
+        ("stable", nullcontext()),
+    ):
         chosen = torch.tensor([chosen_logp], dtype=dtype, requires_grad=True)
         rejected = torch.tensor([rejected_logp], dtype=dtype, requires_grad=True)
         with patch:
             or_loss, d = odds_ratio_terms(chosen, rejected)
         or_loss.sum().backward()
-        out[name] = {"log_odds_ratio": d.item(), "odds_ratio_loss": or_loss.item(),
-                     "grad_logp_chosen": chosen.grad.item(), "grad_logp_rejected": rejected.grad.item()}
+        out[name] = {
+            "log_odds_ratio": d.item(),
+            "odds_ratio_loss": or_loss.item(),
+            "grad_logp_chosen": chosen.grad.item(),
+            "grad_logp_rejected": rejected.grad.item(),
+        }
     return out
 
 
 def compare_log1mexp_lines(rows: list[dict[str, float]]) -> list[str]:
     """`compare_log1mexp` as aligned text (6 significant digits)."""
     out = [f"{'x = logp':>9s} {'naive':>12s} {'naive grad':>12s} {'log1mexp':>12s} {'grad':>12s}"]
-    out += [f"{r['x']:9.0e} {r['naive']:12.6g} {r['naive_grad']:12.6g} {r['stable']:12.6g} {r['stable_grad']:12.6g}"
-            for r in rows]
+    out += [
+        f"{r['x']:9.0e} {r['naive']:12.6g} {r['naive_grad']:12.6g} {r['stable']:12.6g} {r['stable_grad']:12.6g}"
+        for r in rows
+    ]
     return out

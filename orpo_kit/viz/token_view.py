@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import html
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from ..batching import collate
 from ..data import PreferencePair, TokenizedPair
 from ..evaluate import score_pairs
-from ..forward import choose_layout, token_logps
+from ..forward import token_logps
+from ..layouts import choose_layout
 
 VIEWS = ("base", "tuned", "change")  # what colours the tokens: log-prob under a model, or the change
 LOGP_FLOOR = -10.0  # base / tuned views: log-probs at or below this are fully red, 0 (p = 1) is fully green
@@ -36,7 +37,7 @@ class CompletionTokens:
     @property
     def delta(self) -> list[float]:
         """Per-token change of log-prob, tuned − base (positive: training made the token more likely)."""
-        return [t - b for b, t in zip(self.base, self.tuned)]
+        return [t - b for b, t in zip(self.base, self.tuned, strict=True)]
 
     @property
     def mean_base(self) -> float:
@@ -73,7 +74,10 @@ class PairTokens:
 
 @torch.no_grad()
 def completion_token_logps(
-    model: torch.nn.Module, tokenized: list[TokenizedPair], pad_token_id: int, batch_size: int = 8,
+    model: torch.nn.Module,
+    tokenized: list[TokenizedPair],
+    pad_token_id: int,
+    batch_size: int = 8,
 ) -> list[tuple[list[float], list[float]]]:
     """Log-prob of every completion token of each pair under `model`: a (chosen, rejected) list per pair."""
     was_training = model.training
@@ -82,8 +86,8 @@ def completion_token_logps(
     out: list[tuple[list[float], list[float]]] = []
     layout = choose_layout(model)
     for start in range(0, len(tokenized), batch_size):
-        chunk = tokenized[start:start + batch_size]
-        batch = collate(chunk, pad_token_id, **layout).to(device)
+        chunk = tokenized[start : start + batch_size]
+        batch = layout.collate(chunk, pad_token_id).to(device)
         targets, logps, _ = token_logps(model, batch, chunked=True)  # what the loss reads, token by token
         seq, logps = targets.sequence.cpu(), logps.cpu()
         n = len(chunk)
@@ -99,8 +103,10 @@ def base_of(model: Any, base_model: Any = None) -> Iterator[Any]:
         yield base_model
         return
     if not hasattr(model, "disable_adapter"):
-        raise ValueError("this model has no LoRA adapter to switch off (a full fine-tuning run?); "
-                         "pass base_model= (for example the run's base loaded with transformers)")
+        raise ValueError(
+            "this model has no LoRA adapter to switch off (a full fine-tuning run?); "
+            "pass base_model= (for example the run's base loaded with transformers)"
+        )
     with model.disable_adapter():
         yield model
 
@@ -110,7 +116,7 @@ def token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
     texts, previous = [], ""
     for n in range(1, len(ids) + 1):
         decoded = tokenizer.decode(ids[:n], skip_special_tokens=False)
-        texts.append(decoded[len(previous):] if decoded.startswith(previous) else tokenizer.decode(ids[n - 1:n]))
+        texts.append(decoded[len(previous) :] if decoded.startswith(previous) else tokenizer.decode(ids[n - 1 : n]))
         previous = decoded
     return texts
 
@@ -120,14 +126,20 @@ def align_pairs(pairs: list[PreferencePair], tokenized: list[TokenizedPair]) -> 
     by_origin = {p.origin: p for p in pairs}
     missing = [t.origin for t in tokenized if t.origin not in by_origin]
     if missing:
-        raise ValueError(f"{len(missing)} tokenized pairs have no pair with the same origin, e.g. {missing[0]!r}; "
-                         "pass the pairs that were tokenized")
+        raise ValueError(
+            f"{len(missing)} tokenized pairs have no pair with the same origin, e.g. {missing[0]!r}; "
+            "pass the pairs that were tokenized"
+        )
     return [by_origin[t.origin] for t in tokenized]
 
 
 def token_logp_changes(
-    model: Any, tokenizer: Any, pairs: list[PreferencePair], tokenized: list[TokenizedPair],
-    base_model: Any = None, batch_size: int = 8,
+    model: Any,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    tokenized: list[TokenizedPair],
+    base_model: Any = None,
+    batch_size: int = 8,
 ) -> list[PairTokens]:
     """Per-token log-probs of each pair's chosen and rejected completion under the base and the tuned model."""
     pad = tokenizer.pad_token_id
@@ -135,7 +147,7 @@ def token_logp_changes(
     with base_of(model, base_model) as before:
         base = completion_token_logps(before, tokenized, pad, batch_size)
     out = []
-    for i, (pair, tok) in enumerate(zip(align_pairs(pairs, tokenized), tokenized)):
+    for i, (pair, tok) in enumerate(zip(align_pairs(pairs, tokenized), tokenized, strict=True)):
         chosen = CompletionTokens(token_texts(tokenizer, tok.chosen_ids), base[i][0], tuned[i][0])
         rejected = CompletionTokens(token_texts(tokenizer, tok.rejected_ids), base[i][1], tuned[i][1])
         out.append(PairTokens(i, tok.origin, pair.skill, pair.prompt, chosen, rejected))
@@ -144,8 +156,12 @@ def token_logp_changes(
 
 def top_token_changes(views: list[PairTokens], k: int = 5) -> dict[str, list[tuple[int, str, str, float]]]:
     """The k largest rises and falls of per-token log-prob over all pairs: (pair, chosen|rejected, token, Δ)."""
-    moves = [(v.index, side, tok, d) for v in views for side in ("chosen", "rejected")
-             for tok, d in zip(getattr(v, side).tokens, getattr(v, side).delta)]
+    moves = [
+        (v.index, side, tok, d)
+        for v in views
+        for side in ("chosen", "rejected")
+        for tok, d in zip(getattr(v, side).tokens, getattr(v, side).delta, strict=True)
+    ]
     moves.sort(key=lambda m: m[3])
     return {"rose": moves[::-1][:k], "fell": moves[:k]}
 
@@ -155,10 +171,12 @@ def summarize_pair_tokens(view: PairTokens, k: int = 3) -> str:
     lines = [f"pair {view.index} ({view.skill or 'no skill'}): {view.prompt[:60]!r}"]
     for side in ("chosen", "rejected"):
         c: CompletionTokens = getattr(view, side)
-        moved = sorted(zip(c.delta, c.tokens))
-        fmt = lambda items: ", ".join(f"{t!r} {d:+.2f}" for d, t in items)  # noqa: E731
-        lines.append(f"  {side:8s} {len(c.tokens):3d} tokens  mean logp {c.mean_base:7.3f} -> {c.mean_tuned:7.3f}"
-                     f"  | largest Δ: {fmt(moved[::-1][:k])} | smallest Δ: {fmt(moved[:k])}")
+        moved = sorted(zip(c.delta, c.tokens, strict=True))
+        fmt = lambda items: ", ".join(f"{t!r} {d:+.2f}" for d, t in items)
+        lines.append(
+            f"  {side:8s} {len(c.tokens):3d} tokens  mean logp {c.mean_base:7.3f} -> {c.mean_tuned:7.3f}"
+            f"  | largest Δ: {fmt(moved[::-1][:k])} | smallest Δ: {fmt(moved[:k])}"
+        )
     lines.append(f"  margin (chosen - rejected) {view.margin_before:+.3f} -> {view.margin_after:+.3f}")
     return "\n".join(lines)
 
@@ -178,11 +196,13 @@ def _shown(text: str) -> str:
 def _token_spans(c: CompletionTokens, view: str, scale: float) -> str:
     """One coloured <span> per token, its numbers in the tooltip."""
     spans = []
-    for tok, b, t, d in zip(c.tokens, c.base, c.tuned, c.delta):
+    for tok, b, t, d in zip(c.tokens, c.base, c.tuned, c.delta, strict=True):
         value = d / scale if view == "change" else 1.0 + 2.0 * max(b if view == "base" else t, LOGP_FLOOR) / -LOGP_FLOOR
         tip = f"base {b:.3f}, tuned {t:.3f}, Δ {d:+.3f}"
-        spans.append(f'<span title="{tip}" style="background:{_colour(value)};padding:1px 0;'
-                     f'border-radius:2px;white-space:pre-wrap">{_shown(tok)}</span>')
+        spans.append(
+            f'<span title="{tip}" style="background:{_colour(value)};padding:1px 0;'
+            f'border-radius:2px;white-space:pre-wrap">{_shown(tok)}</span>'
+        )
     return "".join(spans)
 
 
@@ -193,9 +213,11 @@ def _legend(view: str, scale: float) -> str:
     else:
         low, high = f"logp ≤ {LOGP_FLOOR:.0f} under {view}", f"logp ≈ 0 (p ≈ 1) under {view}"
     swatch = '<span style="background:{};padding:0 8px;margin:0 4px"> </span>'
-    return (f'<div class="legend" style="font-size:85%;margin-top:6px">legend: {swatch.format(_colour(-1))}{low} '
-            f'{swatch.format(_colour(0))}no change / middle {swatch.format(_colour(1))}{high}; '
-            "hover a token for its numbers</div>")
+    return (
+        f'<div class="legend" style="font-size:85%;margin-top:6px">legend: {swatch.format(_colour(-1))}{low} '
+        f"{swatch.format(_colour(0))}no change / middle {swatch.format(_colour(1))}{high}; "
+        "hover a token for its numbers</div>"
+    )
 
 
 def render_pair_html(view: PairTokens, model: str = "change", scale: float | None = None) -> str:
@@ -206,23 +228,32 @@ def render_pair_html(view: PairTokens, model: str = "change", scale: float | Non
         raise ValueError(f"model must be one of {VIEWS}, got {model!r}")
     if scale is None:
         scale = max([abs(d) for c in (view.chosen, view.rejected) for d in c.delta] + [1e-6])
-    parts = [f'<div class="orpo-pair" style="font-family:sans-serif;line-height:1.7">'
-             f"<div><b>pair {view.index}</b> · skill: {html.escape(view.skill or '-')} · showing: "
-             f"{'Δ logp (tuned − base)' if model == 'change' else f'logp under the {model} model'}</div>",
-             f"<div><b>prompt:</b> {html.escape(view.prompt)}</div>"]
+    parts = [
+        f'<div class="orpo-pair" style="font-family:sans-serif;line-height:1.7">'
+        f"<div><b>pair {view.index}</b> · skill: {html.escape(view.skill or '-')} · showing: "
+        f"{'Δ logp (tuned − base)' if model == 'change' else f'logp under the {model} model'}</div>",
+        f"<div><b>prompt:</b> {html.escape(view.prompt)}</div>",
+    ]
     for side in ("chosen", "rejected"):
         c: CompletionTokens = getattr(view, side)
-        parts.append(f"<div><b>{side}</b> (mean logp base {c.mean_base:.3f} → tuned {c.mean_tuned:.3f}, "
-                     f"Δ {c.mean_tuned - c.mean_base:+.3f})<br>{_token_spans(c, model, scale)}</div>")
-    parts.append(f"<div>margin chosen − rejected: {view.margin_before:+.3f} before → "
-                 f"{view.margin_after:+.3f} after</div>")
+        parts.append(
+            f"<div><b>{side}</b> (mean logp base {c.mean_base:.3f} → tuned {c.mean_tuned:.3f}, "
+            f"Δ {c.mean_tuned - c.mean_base:+.3f})<br>{_token_spans(c, model, scale)}</div>"
+        )
+    parts.append(
+        f"<div>margin chosen − rejected: {view.margin_before:+.3f} before → {view.margin_after:+.3f} after</div>"
+    )
     parts.append(_legend(model, scale) + "</div>")
     return "".join(parts)
 
 
 def logp_table(
-    model: Any, tokenizer: Any, pairs: list[PreferencePair], tokenized: list[TokenizedPair],
-    base_model: Any = None, batch_size: int = 8,
+    model: Any,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    tokenized: list[TokenizedPair],
+    base_model: Any = None,
+    batch_size: int = 8,
 ) -> list[dict[str, Any]]:
     """One row per held-out pair: skill, prompt, base / tuned mean log-probs of chosen and rejected, margins
     before and after (from `orpo_kit.evaluate.score_pairs`)."""
@@ -230,10 +261,20 @@ def logp_table(
     tuned = score_pairs(model, tokenized, tokenizer.pad_token_id, batch_size, pairs=aligned)
     with base_of(model, base_model) as before:
         base = score_pairs(before, tokenized, tokenizer.pad_token_id, batch_size, pairs=aligned)
-    return [{"pair": i, "skill": p.skill, "prompt": p.prompt, "base_chosen": b.chosen_logp,
-             "base_rejected": b.rejected_logp, "tuned_chosen": t.chosen_logp, "tuned_rejected": t.rejected_logp,
-             "margin_before": b.chosen_logp - b.rejected_logp, "margin_after": t.chosen_logp - t.rejected_logp}
-            for i, (p, b, t) in enumerate(zip(aligned, base, tuned))]
+    return [
+        {
+            "pair": i,
+            "skill": p.skill,
+            "prompt": p.prompt,
+            "base_chosen": b.chosen_logp,
+            "base_rejected": b.rejected_logp,
+            "tuned_chosen": t.chosen_logp,
+            "tuned_rejected": t.rejected_logp,
+            "margin_before": b.chosen_logp - b.rejected_logp,
+            "margin_after": t.chosen_logp - t.rejected_logp,
+        }
+        for i, (p, b, t) in enumerate(zip(aligned, base, tuned, strict=True))
+    ]
 
 
 TABLE_COLUMNS = ("base_chosen", "base_rejected", "tuned_chosen", "tuned_rejected", "margin_before", "margin_after")
@@ -245,8 +286,10 @@ def format_logp_table(rows: list[dict[str, Any]], max_rows: int | None = None, p
     lines = [head]
     for r in rows[:max_rows]:
         prompt = r["prompt"].replace("\n", " ")[:prompt_width]
-        lines.append(f"{r['pair']:>4d} {(r['skill'] or '-')[:12]:12s} {prompt:{prompt_width}s} "
-                     + " ".join(f"{r[c]:>14.3f}" for c in TABLE_COLUMNS))
+        lines.append(
+            f"{r['pair']:>4d} {(r['skill'] or '-')[:12]:12s} {prompt:{prompt_width}s} "
+            + " ".join(f"{r[c]:>14.3f}" for c in TABLE_COLUMNS)
+        )
     if max_rows is not None and len(rows) > max_rows:
         lines.append(f"... {len(rows) - max_rows} more rows")
     return "\n".join(lines)
@@ -255,19 +298,21 @@ def format_logp_table(rows: list[dict[str, Any]], max_rows: int | None = None, p
 def logp_table_summary(rows: list[dict[str, Any]]) -> str:
     """What training did over the table: mean log-probs and margin before -> after, and which way pairs moved."""
     n = len(rows)
-    mean = lambda key: sum(r[key] for r in rows) / n  # noqa: E731
-    count = lambda test: sum(1 for r in rows if test(r))  # noqa: E731
-    return "\n".join([
-        f"{n} held-out pairs",
-        f"mean chosen logp   {mean('base_chosen'):8.3f} -> {mean('tuned_chosen'):8.3f}",
-        f"mean rejected logp {mean('base_rejected'):8.3f} -> {mean('tuned_rejected'):8.3f}",
-        f"mean margin        {mean('margin_before'):8.3f} -> {mean('margin_after'):8.3f}",
-        f"chosen became more likely in {count(lambda r: r['tuned_chosen'] > r['base_chosen'])}/{n} pairs, "
-        f"rejected in {count(lambda r: r['tuned_rejected'] > r['base_rejected'])}/{n}",
-        f"margin widened in {count(lambda r: r['margin_after'] > r['margin_before'])}/{n} pairs; "
-        f"chosen preferred (reward accuracy) {count(lambda r: r['margin_before'] > 0)}/{n} -> "
-        f"{count(lambda r: r['margin_after'] > 0)}/{n}",
-    ])
+    mean = lambda key: sum(r[key] for r in rows) / n
+    count = lambda test: sum(1 for r in rows if test(r))
+    return "\n".join(
+        [
+            f"{n} held-out pairs",
+            f"mean chosen logp   {mean('base_chosen'):8.3f} -> {mean('tuned_chosen'):8.3f}",
+            f"mean rejected logp {mean('base_rejected'):8.3f} -> {mean('tuned_rejected'):8.3f}",
+            f"mean margin        {mean('margin_before'):8.3f} -> {mean('margin_after'):8.3f}",
+            f"chosen became more likely in {count(lambda r: r['tuned_chosen'] > r['base_chosen'])}/{n} pairs, "
+            f"rejected in {count(lambda r: r['tuned_rejected'] > r['base_rejected'])}/{n}",
+            f"margin widened in {count(lambda r: r['margin_after'] > r['margin_before'])}/{n} pairs; "
+            f"chosen preferred (reward accuracy) {count(lambda r: r['margin_before'] > 0)}/{n} -> "
+            f"{count(lambda r: r['margin_after'] > 0)}/{n}",
+        ]
+    )
 
 
 def pair_pager(views: list[PairTokens], model: str = "change") -> Any:

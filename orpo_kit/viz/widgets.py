@@ -21,8 +21,9 @@ def _index_slider(n: int, value: int = 0) -> widgets.IntSlider:
     """A slider over pair positions 0..n-1."""
     if n < 1:
         raise ValueError("no pairs to show: the data has no pairs left after validation")
-    return widgets.IntSlider(value=min(max(value, 0), n - 1), min=0, max=n - 1, description="pair",
-                             continuous_update=False)
+    return widgets.IntSlider(
+        value=min(max(value, 0), n - 1), min=0, max=n - 1, description="pair", continuous_update=False
+    )
 
 
 def pair_browser(pairs: list[PreferencePair], index: int = 0) -> widgets.VBox:
@@ -42,8 +43,12 @@ def pair_browser(pairs: list[PreferencePair], index: int = 0) -> widgets.VBox:
 
 
 def token_roles_browser(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int,
-    min_completion_tokens: int = 8, index: int = 0,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    max_length: int,
+    max_prompt_length: int,
+    min_completion_tokens: int = 8,
+    index: int = 0,
 ) -> widgets.VBox:
     """Pick a pair: its chat-template tokens colored by the role the loss gives them (`pair_token_roles`)."""
     slider = _index_slider(len(pairs), index)
@@ -59,12 +64,22 @@ def token_roles_browser(
 
 
 def truncation_explorer(
-    tokenizer: Any, pairs: list[PreferencePair], max_length: int, max_prompt_length: int,
-    min_completion_tokens: int = 8, slider_max: int = 1024,
+    tokenizer: Any,
+    pairs: list[PreferencePair],
+    max_length: int,
+    max_prompt_length: int,
+    min_completion_tokens: int = 8,
+    slider_max: int = 1024,
 ) -> widgets.VBox:
     """A max_length slider; shows what `truncation_counts` says these limits would cut."""
-    slider = widgets.IntSlider(value=max_length, min=8, max=max(slider_max, max_length), step=8,
-                               description="max_length", continuous_update=False)
+    slider = widgets.IntSlider(
+        value=max_length,
+        min=8,
+        max=max(slider_max, max_length),
+        step=8,
+        description="max_length",
+        continuous_update=False,
+    )
     view = widgets.HTML()
 
     def show(_: Any = None) -> None:
