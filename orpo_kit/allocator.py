@@ -1,26 +1,14 @@
-"""Give freed tensor memory back to the OS on CPU (glibc), so peak RSS tracks live tensors, not heap history.
+"""glibc heap settings for CPU training, so peak RSS tracks live tensors rather than heap history.
 
-glibc serves blocks above a dynamic threshold (up to 32 MiB) from its heap, and a freed heap block stays in the
-process: a training step's temporaries (logit chunks, attention and MLP buffers of every size) leave a heap high
-water mark far above what is alive at any moment. A fixed mmap threshold (which also stops glibc raising it)
-makes each larger block its own mapping, returned to the OS on free. Measured on the benchmark's 55M-parameter
-Mistral (4 UltraFeedback-like pairs, ~2,700 positions, LoRA, one step): peak RSS growth 2.05 GB with glibc's
-default, 1.20 GB with a 4 MiB threshold. The price is a page fault per fresh page of a large block: in
-`orpo-kit bench` on 2 idle cores, peak RSS fell from 2.63 to 1.88 GB (prompt-heavy) and 2.50 to 1.76 GB
-(UltraFeedback-like), but pairs/s fell by 31% and 29%. So it is off by default (`cpu_return_freed_memory`);
-turn it on when memory is what runs out. Same effect as the environment variable
-`MALLOC_MMAP_THRESHOLD_=4194304`; jemalloc or tcmalloc users need nothing.
+- Lean heap (on by default for the `orpo-kit train` command): glibc's small-block caches (tcache and fastbins)
+  off, so freed small blocks merge at once instead of pinning holes that large tensors cannot reuse. Tunables are
+  read only when a process starts, so the command restarts itself once with them (`restart_with_lean_heap`), as
+  PyTorch's own CPU launcher does when it preloads jemalloc. In a notebook or your own script, start Python with
+  `lean_heap_env()`'s environment. Opt out with `ORPO_KIT_LEAN_HEAP=0`.
+- `cpu_return_freed_memory` (off by default): a fixed mmap threshold gives each large block its own mapping,
+  returned to the OS on free: less memory, about 30% slower (same as `MALLOC_MMAP_THRESHOLD_=4194304`).
 
-Lean heap (on by default for the `orpo-kit train` command): most of the heap's holes come from glibc's caches of
-small blocks (the per-thread tcache and the fastbins). A cached small block is never merged with its free
-neighbours, so one pins a hole that a later multi-MB tensor cannot reuse, and the heap grows instead. With both
-caches off (`GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0`) freed small blocks merge at
-once. Measured with `orpo-kit bench` on 2 idle cores (UltraFeedback-like mix, LoRA): peak RSS 2.41-2.46 GB
-(glibc default) against 1.96 GB, at the same pairs/s (1.42-1.46 against 1.46-1.47). Tunables are read only when
-a process starts, so the command line restarts itself once with them (`restart_with_lean_heap`), as PyTorch's
-own CPU launcher (`python -m torch.backends.xeon.run_cpu`) does when it preloads jemalloc or tcmalloc. In a
-notebook or your own script, start Python with the variable set (`lean_heap_env` gives the environment).
-Opt out with `ORPO_KIT_LEAN_HEAP=0`.
+Measured effects of both: docs/memory.md.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ from typing import Any
 
 from .allocator import LEAN_HEAP_SWITCH, lean_heap_active, lean_heap_env, restart_with_lean_heap
 from .bench_workloads import CPU_MIXES, GPU_MIXES, MIXES, count_params, load_pairs, make_pairs, model_config
+from .procmem import peak_rss_bytes, rss_bytes
 
 # ---- knobs ----------------------------------------------------------------------------------------------
 BATCH_PAIRS = 4  # pairs per optimizer step (the issue's setting)
@@ -145,35 +146,15 @@ FLOPS_DEFINITION = (
 
 
 # ---- small helpers --------------------------------------------------------------------------------------
-def _proc_status_kib(field: str) -> int | None:
-    """A `VmRSS` / `VmHWM` value of this process in KiB (Linux), None elsewhere."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def rss_gb() -> float | None:
     """Current resident set size of this process in GB (10^9 bytes)."""
-    kib = _proc_status_kib("VmRSS")
-    return None if kib is None else kib * 1024 / 1e9
+    rss = rss_bytes()
+    return None if rss is None else rss / 1e9
 
 
 def peak_rss_gb() -> float:
-    """Peak RSS of this process since it started (exec) in GB: VmHWM, else ru_maxrss.
-
-    ru_maxrss is not used first: on Linux it keeps the parent's high-water mark across fork + exec.
-    """
-    kib = _proc_status_kib("VmHWM")
-    if kib is None:
-        import resource
-
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        kib = kib // 1024 if sys.platform == "darwin" else kib  # bytes on macOS
-    return kib * 1024 / 1e9
+    """Peak RSS of this process since it started (exec) in GB."""
+    return peak_rss_bytes() / 1e9
 
 
 def measure_matmul_rate(

@@ -121,8 +121,15 @@ class PlainLayout(Layout):
             input_ids[i, start : start + n] = torch.tensor(prompt + completion, dtype=torch.long)
             attention_mask[i, start : start + n] = 1
             completion_mask[i, start + len(prompt) : start + n] = 1
-        return PairBatch(input_ids, attention_mask, completion_mask, self, _sequence_lengths(rows),
-                         _positions(attention_mask), [p.origin for p in pairs])  # fmt: skip
+        return PairBatch(
+            input_ids,
+            attention_mask,
+            completion_mask,
+            self,
+            _sequence_lengths(rows),
+            _positions(attention_mask),
+            [p.origin for p in pairs],
+        )
 
     def targets(self, batch: PairBatch, with_prompt: bool) -> LogpTargets:
         """Position t predicts token t + 1 in every row."""
@@ -153,8 +160,9 @@ class SharedLayout(Layout):
             position_ids[i, s : s + n_p + n_c] = torch.arange(n_p + n_c)
             position_ids[i, s + n_p + n_c : s + n] = torch.arange(n_p, n_p + n_r)
             segments[i] = torch.tensor([s, n_p, n_c, n_r])
-        return PairBatch(input_ids, attention_mask, completion_mask, self, segments, position_ids,
-                         [p.origin for p in pairs])  # fmt: skip
+        return PairBatch(
+            input_ids, attention_mask, completion_mask, self, segments, position_ids, [p.origin for p in pairs]
+        )
 
     def model_inputs(self, batch: PairBatch, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """The 4D additive mask that keeps rejected from seeing chosen."""
@@ -207,9 +215,15 @@ class PackedLayout(Layout):
         completion = [int(k >= len(prompt)) for prompt, comp in rows for k in range(len(prompt) + len(comp))]
         positions = [k for prompt, comp in rows for k in range(len(prompt) + len(comp))]
         input_ids = torch.tensor([ids], dtype=torch.long)
-        return PairBatch(input_ids, torch.ones_like(input_ids), torch.tensor([completion], dtype=torch.long), self,
-                         _sequence_lengths(rows), torch.tensor([positions], dtype=torch.long),
-                         [p.origin for p in pairs])  # fmt: skip
+        return PairBatch(
+            input_ids,
+            torch.ones_like(input_ids),
+            torch.tensor([completion], dtype=torch.long),
+            self,
+            _sequence_lengths(rows),
+            torch.tensor([positions], dtype=torch.long),
+            [p.origin for p in pairs],
+        )
 
     def model_inputs(self, batch: PairBatch, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """No mask: transformers reads the sequences from the restarting positions."""

@@ -131,7 +131,8 @@ def test_parameter_count_matches_the_model():
     counted = count_params(config)
     assert counted["total_params"] == sum(p.numel() for p in MistralForCausalLM(config).parameters())
     assert counted["flops_params"] == counted["total_params"] - counted["embedding_params"]  # untied lm_head
-    assert 55e6 < count_params(model_config("cpu"))["total_params"] < 56e6  # FACTS.md §5: 55M
+    # the CPU benchmark's random Mistral has 55M parameters
+    assert 55e6 < count_params(model_config("cpu"))["total_params"] < 56e6
     assert 7.2e9 < count_params(model_config("mistral-7b"))["total_params"] < 7.3e9
 
 

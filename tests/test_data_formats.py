@@ -199,7 +199,7 @@ def test_format_override_to_mapped_with_a_column_map_of_unknown_names() -> None:
 
 
 def test_column_map_alone_is_enough_for_auto_detection() -> None:
-    """BUG: an explicit column_map is ignored by auto detection, although the error message suggests passing it."""
+    """Was a bug: an explicit column_map was ignored by auto detection, although the error message suggests it."""
     rows = [{"q": p[0]["content"], "good": c, "bad": r} for p, c, r in SINGLE]
     pairs, report = load_pairs(rows, column_map={"prompt": "q", "chosen": "good", "rejected": "bad"})
     assert report.format == "mapped" and norm(pairs) == norm_expected(SINGLE)
@@ -325,7 +325,7 @@ def test_nested_schemas_from_list_dataframe_and_json_equal_the_jsonl(name: str, 
 
 @pytest.mark.parametrize("name", ["conversational.jsonl", "ultrafeedback_binarized.jsonl"])
 def test_message_list_schemas_round_trip_through_parquet(name: str, tmp_path: Path) -> None:
-    """BUG: pandas reads Parquet list columns back as numpy arrays, which the loader rejects as 'ndarray'."""
+    """Was a bug: pandas reads Parquet list columns back as numpy arrays, which the loader rejects as 'ndarray'."""
     rows = read_jsonl(FIXTURES / name)
     path = tmp_path / "conv.parquet"
     pd.DataFrame(rows).to_parquet(path)
@@ -335,7 +335,7 @@ def test_message_list_schemas_round_trip_through_parquet(name: str, tmp_path: Pa
 
 
 def test_scores_survive_every_file_type(tmp_path: Path) -> None:
-    """BUG: CSV cells are strings, so score_chosen / score_rejected come back None and min_score_margin is
+    """Was a bug: CSV cells are strings, so score_chosen / score_rejected come back None and min_score_margin is
     silently ignored for CSV files."""
     scores = [(8.0, 7.5), (9.0, 2.0), (6.0, 5.5)]
     rows = [{**r, "score_chosen": c, "score_rejected": w} for r, (c, w) in zip(STANDARD_ROWS, scores, strict=True)]

@@ -1,7 +1,7 @@
 """Two processes through `accelerate launch` on the CPU (gloo), against one process with the same global batch.
 
 On a machine without a GPU, `accelerate launch --multi_gpu --num_processes 2` starts two CPU processes;
-`--cpu --num_processes 2` silently starts only one (docs FACTS.md §9). So each test checks, from what the run
+`--cpu --num_processes 2` silently starts only one (docs/facts.md). So each test checks, from what the run
 wrote, that two processes really took part. The tiny preset has no dropout (attention_dropout 0, no LoRA) and
 the loss is a mean of per-pair terms, so 2 processes x 2 pairs and 1 process x 4 pairs make the same update.
 """

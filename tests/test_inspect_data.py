@@ -378,7 +378,7 @@ def test_tokenize_pairs_drops_and_counts_pairs_that_cannot_fit(tokenizer) -> Non
 
 
 def test_min_completion_tokens_zero_never_yields_empty_completions(tokenizer) -> None:
-    """BUG: ORPOConfig accepts min_completion_tokens=0, and then a long prompt takes the whole max_length."""
+    """Was a bug: ORPOConfig accepted min_completion_tokens=0, and then a long prompt takes the whole max_length."""
     pair = _long_dialogue()
     try:
         tok = tokenize_pair(tokenizer, pair, max_length=64, max_prompt_length=1024, min_completion_tokens=0)
@@ -388,7 +388,7 @@ def test_min_completion_tokens_zero_never_yields_empty_completions(tokenizer) ->
 
 
 def test_inspect_data_counts_pairs_that_cannot_fit_as_too_long(tokenizer) -> None:
-    """BUG: inspect-data counts pairs that training would drop (too_long) as merely 'completion truncated',
+    """Was a bug: inspect-data counted pairs that training would drop (too_long) as merely 'completion truncated',
     so its report says every pair is kept, and policy raise does not raise."""
     rows = [
         {"prompt": "Tell me a story.", "chosen": "Once upon a time there was a long story " * 3, "rejected": "No."},

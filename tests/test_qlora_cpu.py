@@ -1,6 +1,6 @@
 """QLoRA (bitsandbytes NF4) on CPU: LoRA gradients stay exact after evaluation and generation between steps.
 
-The trap this guards against (docs/FACTS.md §4): on CPUs with AVX512-BF16, a no-grad `Linear4bit` forward
+The trap this guards against (docs/facts.md): on CPUs with AVX512-BF16, a no-grad `Linear4bit` forward
 repacks the weight in place into an inference layout whose kernel has no backward, so LoRA gradients taken
 after an evaluation pass come out mostly wrong with only a warning. `load_4bit_model` turns the repack off.
 

@@ -6,13 +6,13 @@ notebook, nothing needs a display. Show one as a cell's last expression, or pass
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..procmem import rss_bytes
 from ..train import Trainer, TrainerCallback, TrainResult, read_metrics
 
 Record = dict[str, Any]
@@ -45,21 +45,8 @@ _COLORS = {
 
 # ---- memory -------------------------------------------------------------------------------------------
 def process_rss_bytes() -> int | None:
-    """Resident memory of this process: psutil when installed, else /proc/self/status (Linux), else None."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        return int(psutil.Process(os.getpid()).memory_info().rss)
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024  # reported in kB
-    except OSError:
-        pass
-    return None
+    """Resident memory of this process (orpo_kit.procmem), None where the OS does not say."""
+    return rss_bytes()
 
 
 def memory_used(device: Any = None) -> tuple[int | None, str]:
