@@ -17,8 +17,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import pytest
 import torch
 
-from orpo_kit import bench
-from orpo_kit.bench_workloads import (
+from orpo_kit.bench import machine, plan, report, runners
+from orpo_kit.bench.workloads import (
     BOS_ID,
     EOS_ID,
     MIXES,
@@ -76,7 +76,7 @@ def worker_records(workdir):
     """One LoRA run of TRL and of orpo_kit_trl_compat (1 warm-up + 1 timed step each), in this process."""
     threads = torch.get_num_threads()
     try:
-        return {impl: bench.run_worker(_spec(workdir, impl)) for impl in ("trl", "orpo_kit_trl_compat")}
+        return {impl: runners.run_worker(_spec(workdir, impl)) for impl in ("trl", "orpo_kit_trl_compat")}
     finally:
         torch.set_num_threads(threads)
 
@@ -141,8 +141,9 @@ def test_worker_records_have_the_required_keys(worker_records):
     for impl, rec in worker_records.items():
         for key in REQUIRED_KEYS:
             assert key in rec, f"{impl}: {key} missing"
-        assert rec["impl"] == impl and rec["token_ids_verified"]
-        assert rec["timed_pairs"] == bench.BATCH_PAIRS and len(rec["step_times_s"]) == 1
+        # every pair the run trained on was compared id by id with the workload's (a mismatch stops the run)
+        assert rec["impl"] == impl and rec["token_ids_checked"] == plan.BATCH_PAIRS * 2
+        assert rec["timed_pairs"] == plan.BATCH_PAIRS and len(rec["step_times_s"]) == 1
         assert rec["pairs_per_s"] > 0 and rec["tokens_per_s"] > rec["pairs_per_s"] and rec["peak_mem_gb"] > 0.1
         assert len(rec["losses"]) == 2 and all(torch.isfinite(torch.tensor(rec["losses"])))
 
@@ -183,7 +184,7 @@ def test_aggregate_table_json_and_chart(tmp_path):
             _fake_run("orpo_kit_trl_compat", "prompt_heavy", repeat, 2.0, 1.1, loss=2.0 + 1e-7),
         ]
     runs.append({"impl": "orpo_kit", "mix": "uf_like", "adapter": "lora", "repeat": 0, "error": "boom"})
-    records = bench.aggregate(runs, flops_params=1000, matmul_gflops=1.0)
+    records = report.aggregate(runs, flops_params=1000, matmul_gflops=1.0)
     by_impl = {(r["impl"], r["mix"]): r for r in records}
     ok = by_impl[("orpo_kit", "prompt_heavy")]
     assert ok["pairs_per_s"] == pytest.approx(2.5) and ok["speedup_vs_trl"] == pytest.approx(2.5)
@@ -191,9 +192,9 @@ def test_aggregate_table_json_and_chart(tmp_path):
     assert ok["mem_ratio_vs_trl"] == pytest.approx(1 / 3)
     assert ok["matmul_share"] == pytest.approx(4 * 1000 * 250 / 1e9)
     assert "error" in by_impl[("orpo_kit", "uf_like")]
-    agreement = bench.loss_agreement(records)
+    agreement = report.loss_agreement(records)
     assert agreement[0]["passed"] and agreement[0]["rel_diff"] == pytest.approx(5e-8, rel=1e-3)
-    checks = bench.acceptance(records, 100.0, "quick", agreement)
+    checks = report.acceptance(records, 100.0, "quick", agreement)
     assert {(c["check"], c["passed"]) for c in checks} >= {
         ("speed-up vs TRL (pairs/s)", True),
         ("peak memory vs TRL", True),
@@ -207,28 +208,28 @@ def test_aggregate_table_json_and_chart(tmp_path):
         "matmul": {"gflops_best": 1.0, "gflops_median": 0.9, "dtype": "float32", "n": 2048, "repeats": 3},
         "machine": {"gpu": None, "cpu": "test cpu", "torch_threads": 1},
     }
-    table = bench.format_table(result)
+    table = report.format_table(result)
     assert "orpo_kit_trl_compat" in table and "failed" in table and "[PASS]" in table and "2.50" in table
     json.loads(json.dumps(result))  # JSON-ready
-    png = bench.plot_results(result, tmp_path / "bench.png")
+    png = report.plot_results(result, tmp_path / "bench.png")
     assert png.stat().st_size > 1000
 
 
 def test_plan_alternates_implementations_and_repeats():
-    quick = bench.build_plan("quick", "cpu")
+    quick = plan.build_plan("quick", "cpu")
     assert [(r["impl"], r["mix"], r["adapter"]) for r in quick] == [
         (i, m, "lora") for m in ("prompt_heavy", "uf_like") for i in ("orpo_kit", "trl", "orpo_kit_trl_compat")
     ]
-    full = bench.build_plan("full", "cpu")
+    full = plan.build_plan("full", "cpu")
     assert {r["adapter"] for r in full} == {"lora", "full"} and {r["repeat"] for r in full} == {0, 1}
     first = [r for r in full if r["repeat"] == 0]
     assert full == first + [{**r, "repeat": 1} for r in first]  # A / B / A / B
-    for (mix, adapter), names in bench.VARIANTS.items():
+    for (mix, adapter), names in plan.VARIANTS.items():
         assert set(names) <= {r["impl"] for r in full if (r["mix"], r["adapter"]) == (mix, adapter)}
-    assert set(bench.VARIANT_IMPLS) == {n for names in bench.VARIANTS.values() for n in names}
-    assert not set(bench.VARIANT_IMPLS) & {r["impl"] for r in full if r["adapter"] == "full"}
+    assert set(plan.VARIANT_IMPLS) == {n for names in plan.VARIANTS.values() for n in names}
+    assert not set(plan.VARIANT_IMPLS) & {r["impl"] for r in full if r["adapter"] == "full"}
     with pytest.raises(ValueError, match="unknown"):
-        bench.build_plan("quick", "cpu", impls=["nope"])
+        plan.build_plan("quick", "cpu", impls=["nope"])
 
 
 def test_cli_has_a_bench_command():
@@ -264,7 +265,7 @@ def test_bench_command_end_to_end_on_the_tiny_model(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert {r["impl"] for r in result["records"]} == set(bench.MAIN_IMPLS)
+    assert {r["impl"] for r in result["records"]} == set(plan.MAIN_IMPLS)
     for rec in result["records"]:
         assert all(key in rec for key in REQUIRED_KEYS)
     assert result["loss_agreement"][0]["passed"]
@@ -272,21 +273,19 @@ def test_bench_command_end_to_end_on_the_tiny_model(tmp_path):
 
 
 def test_busy_warning_reads_current_use_not_the_load_average(monkeypatch):
-    monkeypatch.setattr(bench, "_busy_cores", lambda seconds: 0.1 * (os.cpu_count() or 1))
-    assert bench.busy_warning("cpu") is None
-    monkeypatch.setattr(bench, "_busy_cores", lambda seconds: 0.9 * (os.cpu_count() or 1))
-    assert "busy" in bench.busy_warning("cpu") and "cores busy over 1 s" in bench.busy_warning("cpu")
-    assert bench.busy_warning("cuda") is None  # GPU timings do not depend on the CPU's other work
-    busy = bench._busy_cores(0.2)
+    monkeypatch.setattr(machine, "_busy_cores", lambda seconds: 0.1 * (os.cpu_count() or 1))
+    assert machine.busy_warning("cpu") is None
+    monkeypatch.setattr(machine, "_busy_cores", lambda seconds: 0.9 * (os.cpu_count() or 1))
+    assert "busy" in machine.busy_warning("cpu") and "cores busy over 1 s" in machine.busy_warning("cpu")
+    assert machine.busy_warning("cuda") is None  # GPU timings do not depend on the CPU's other work
+    busy = machine._busy_cores(0.2)
     assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
 
 
 def test_gpu_plan_adds_the_flash_packed_run_only_when_flash_attn_is_installed(monkeypatch):
-    real = bench.importlib.util.find_spec
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real(name))
-    assert {r["impl"] for r in bench.build_plan("quick", "cuda")} == set(bench.MAIN_IMPLS)
-    monkeypatch.setattr(
-        bench.importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name)
-    )
-    assert {r["impl"] for r in bench.build_plan("quick", "cuda")} == {*bench.MAIN_IMPLS, "orpo_kit_flash_packed"}
-    assert {r["impl"] for r in bench.build_plan("quick", "cpu")} == set(bench.MAIN_IMPLS)  # never on CPU
+    real = plan.importlib.util.find_spec
+    monkeypatch.setattr(plan.importlib.util, "find_spec", lambda name: None if name == "flash_attn" else real(name))
+    assert {r["impl"] for r in plan.build_plan("quick", "cuda")} == set(plan.MAIN_IMPLS)
+    monkeypatch.setattr(plan.importlib.util, "find_spec", lambda name: object() if name == "flash_attn" else real(name))
+    assert {r["impl"] for r in plan.build_plan("quick", "cuda")} == {*plan.MAIN_IMPLS, "orpo_kit_flash_packed"}
+    assert {r["impl"] for r in plan.build_plan("quick", "cpu")} == set(plan.MAIN_IMPLS)  # never on CPU

@@ -68,7 +68,7 @@ MODEL_SHAPES: dict[str, dict[str, Any]] = {
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
     ),
 }
-MISTRAL_7B_CONFIG = Path(__file__).parent / "models" / "assets" / "mistral-7b-v0.1-config.json"
+MISTRAL_7B_CONFIG = Path(__file__).parents[1] / "models" / "assets" / "mistral-7b-v0.1-config.json"
 
 
 # ---- pairs ----------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def trl_rows(pairs: list[BenchPair]) -> list[dict[str, str]]:
 
 def preference_pairs(pairs: list[BenchPair]) -> list[Any]:
     """The same pairs as orpo_kit `PreferencePair`s (one user turn; the chat template adds bos and eos)."""
-    from .data.formats import PreferencePair
+    from ..data.formats import PreferencePair
 
     return [
         PreferencePair(
