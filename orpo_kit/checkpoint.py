@@ -72,7 +72,8 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def rng_state() -> dict[str, Any]:
     """All RNG states as tensors and plain values (loadable with weights_only=True)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state: Any = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = numpy_state
     state: dict[str, Any] = {
         "python": random.getstate(),
         "torch": torch.get_rng_state(),

@@ -15,7 +15,7 @@ import torch
 
 from .layouts import PairBatch
 from .logprobs import LogpTargets, head_token_logps, pair_logps_from_token_logps, token_logps_from_logits
-from .loss import NllTokens, PairLogps, check_nll_tokens
+from .loss import PairLogps, check_nll_tokens
 
 # Config fields that mean the logits are not simply lm_head(hidden): such models take the full-logits path.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
@@ -24,7 +24,7 @@ _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling",
 def compute_pair_logps(
     model: torch.nn.Module,
     batch: PairBatch,
-    nll_tokens: NllTokens = "response",
+    nll_tokens: str = "response",
     chunked: bool = False,
     chunk_size: int = 256,
 ) -> PairLogps:
@@ -81,9 +81,10 @@ def _last_hidden_states(model: torch.nn.Module, inputs: dict[str, torch.Tensor])
 
 def _causal_lm(model: torch.nn.Module) -> Any:
     """The transformers model inside DDP / peft wrappers (the object that owns get_decoder)."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):  # DDP, accelerate wrappers
-        model = model.module
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner: Any = model
+    while hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):  # DDP, accelerate wrappers
+        inner = inner.module
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
 def _float_dtype(model: torch.nn.Module) -> torch.dtype:

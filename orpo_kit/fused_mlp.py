@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,7 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def _fused_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _fused_forward(self: Any, x: torch.Tensor) -> torch.Tensor:
     """The gated MLP's forward with the SiLU and the product fused (same values as the module's own forward)."""
     return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
 
@@ -60,12 +60,12 @@ def is_swiglu_mlp(module: torch.nn.Module) -> bool:
     return (
         all(hasattr(module, name) for name in MLP_PARTS)
         and type(module.act_fn).__name__ in SILU_NAMES
-        and _forward_is_swiglu(type(module))
+        and _forward_is_swiglu(cast(Any, type(module)))
     )
 
 
 @functools.cache
-def _forward_is_swiglu(cls: type) -> bool:
+def _forward_is_swiglu(cls: Any) -> bool:
     """Whether the class's own forward is the plain SwiGLU line (read from its source; False when unreadable)."""
     try:
         source = inspect.getsource(cls.forward)

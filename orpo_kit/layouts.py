@@ -276,9 +276,10 @@ def choose_layout(model: torch.nn.Module, prefix_sharing: bool = True, packing: 
 
 def attn_implementation(model: torch.nn.Module) -> str:
     """The attention backend transformers runs for a model (eager when unset), through DDP / peft wrappers."""
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    inner: Any = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner: Any = model
+    while hasattr(inner, "module") and isinstance(inner.module, torch.nn.Module):
+        inner = inner.module
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
     return str(getattr(getattr(inner, "config", None), "_attn_implementation", None) or "eager")
 
 

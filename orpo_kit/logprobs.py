@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from .loss import NllTokens, PairLogps
+from .loss import PairLogps
 
 _ROWS_PER_CHUNK = 4096  # selected token positions per log-softmax chunk: bounds the temporary [N, V] copies
 
@@ -130,7 +130,7 @@ def pair_logps_from_token_logps(
     tok_logps: torch.Tensor,
     tok_means: torch.Tensor,
     targets: LogpTargets,
-    nll_tokens: NllTokens = "response",
+    nll_tokens: str = "response",
 ) -> PairLogps:
     """Reduce per-token log-probs to per-sequence means and the chosen NLL term (any layout)."""
     n_pairs, seq = targets.num_pairs, targets.sequence

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -52,7 +52,7 @@ def _base_model(cfg: ORPOConfig, tokenizer: Any, dtype: torch.dtype | None = Non
         use_lora=False, gradient_checkpointing=False, load_in_4bit=cfg.load_in_4bit and dtype is None
     )
     model, _ = load_base_model(base_cfg, tokenizer)
-    return model.to(dtype) if dtype is not None else model
+    return cast(Any, model).to(dtype) if dtype is not None else model
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype | None = None) -> LoadedRun:
@@ -65,6 +65,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype |
     weights = path / "model"
     check_weight_files(weights, cfg.allow_pickle_weights, what="checkpoint")
     tokenizer = AutoTokenizer.from_pretrained(weights)
+    model: Any
     if (weights / "adapter_config.json").is_file():
         from .models.load import quiet_peft
 

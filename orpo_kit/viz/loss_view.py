@@ -16,6 +16,13 @@ from .. import loss as loss_module
 from ..loss import PairLogps, log1mexp, log_odds, odds_ratio_terms, orpo_loss
 
 
+def _grad(t: torch.Tensor) -> float:
+    """The gradient of a scalar leaf after backward."""
+    if t.grad is None:
+        raise RuntimeError("no gradient: call backward first")
+    return t.grad.item()
+
+
 def _check_probability(name: str, p: float) -> None:
     """Probabilities strictly between 0 and 1 (log 0 and infinite odds have no gradient to show)."""
     if not 0.0 < p < 1.0:
@@ -60,8 +67,8 @@ def loss_terms(p_chosen: float, p_rejected: float, lam: float) -> dict[str, floa
         "odds_ratio_loss": or_loss.item(),
         "loss": loss.item(),
         "delta": torch.sigmoid(-d).item(),  # 1 / (1 + exp(d)) = 1 / (1 + odds ratio)
-        "grad_logp_chosen": chosen.grad.item(),
-        "grad_logp_rejected": rejected.grad.item(),
+        "grad_logp_chosen": _grad(chosen),
+        "grad_logp_rejected": _grad(rejected),
     }
 
 
@@ -134,8 +141,8 @@ def odds_ratio_gradient(p_chosen: float, p_rejected: float) -> dict[str, float]:
         "p_rejected": p_rejected,
         "log_odds_ratio": d.item(),
         "delta": delta,
-        "grad_logp_chosen": chosen.grad.item(),
-        "grad_logp_rejected": rejected.grad.item(),
+        "grad_logp_chosen": _grad(chosen),
+        "grad_logp_rejected": _grad(rejected),
         "paper_grad_logp_chosen": -delta / (1.0 - p_chosen),
         "paper_grad_logp_rejected": delta / (1.0 - p_rejected),
     }
@@ -168,7 +175,7 @@ def compare_log1mexp(xs: Sequence[float], dtype: torch.dtype = torch.float32) ->
             t = torch.tensor(x, dtype=dtype, requires_grad=True)
             out = fn(t)
             out.backward()
-            values[name], values[f"{name}_grad"] = out.item(), t.grad.item()
+            values[name], values[f"{name}_grad"] = out.item(), _grad(t)
         rows.append({"x": x, **values})
     return rows
 
@@ -198,8 +205,8 @@ def compare_odds_ratio_gradients(
         out[name] = {
             "log_odds_ratio": d.item(),
             "odds_ratio_loss": or_loss.item(),
-            "grad_logp_chosen": chosen.grad.item(),
-            "grad_logp_rejected": rejected.grad.item(),
+            "grad_logp_chosen": _grad(chosen),
+            "grad_logp_rejected": _grad(rejected),
         }
     return out
 
