@@ -21,13 +21,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from . import faults
-
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 _NAME = re.compile(r"^step-(\d+)$")
 # Tests may set this to stop a process halfway through a write (see tests of crash safety).
-_after_weights_hook: Callable[[Path], None] | None = None
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -136,10 +133,12 @@ def save_checkpoint(
     state: dict[str, Any],
     keep_last: int = 3,
     rng_states: list[dict[str, Any]] | None = None,
+    after_weights: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a complete checkpoint atomically, then keep only the newest `keep_last` (and the best).
 
     `rng_states`: one per process (rank order), gathered by the caller; default this process's alone.
+    `after_weights`: called with the temporary folder once the weights are in it (the trainer's callbacks).
     """
     _check_finite(model)
     final = checkpoint_path(run_dir, step)
@@ -149,9 +148,8 @@ def save_checkpoint(
     with _quiet_transformers():
         model.save_pretrained(tmp / "model", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "model")
-    if _after_weights_hook is not None:
-        _after_weights_hook(tmp)
-    faults.stop_if_requested("save", step)  # test-only: a kill -9 halfway through the write
+    if after_weights is not None:
+        after_weights(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     for rank, rng in enumerate(rng_states or [rng_state()]):

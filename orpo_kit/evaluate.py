@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .data import PreferencePair, TokenizedPair
 from .forward import compute_pair_logps
 from .layouts import choose_layout
+from .scoring import scoring_batches
 
 
 @dataclass
@@ -39,21 +39,16 @@ def score_pairs(
     device: torch.device | str | None = None,
 ) -> list[PairScore]:
     """Per-pair chosen / rejected mean log-probs (no gradients), in order; skills taken from `pairs`."""
-    was_training = model.training
-    model.eval()
     device = device or next(model.parameters()).device
-    out: list[PairScore] = []
     layout = choose_layout(model)
-    for start in tqdm(
-        range(0, len(tokenized), batch_size), desc="scoring", leave=False, disable=len(tokenized) < 20 * batch_size
+    out: list[PairScore] = []
+    for chunk, batch in scoring_batches(
+        model, tokenized, batch_size, lambda c: layout.collate(c, pad_token_id).to(device)
     ):
-        chunk = tokenized[start : start + batch_size]
-        batch = layout.collate(chunk, pad_token_id).to(device)
         logps = compute_pair_logps(model, batch, chunked=True)
         for i, tok in enumerate(chunk):
-            skill = pairs[start + i].skill if pairs is not None else None
+            skill = pairs[len(out)].skill if pairs is not None else None
             out.append(PairScore(tok.origin, skill, logps.chosen_logps[i].item(), logps.rejected_logps[i].item()))
-    model.train(was_training)
     return out
 
 

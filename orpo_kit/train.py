@@ -25,6 +25,7 @@ from transformers import get_scheduler
 from . import checkpoint as ckpt
 from . import faults
 from .allocator import return_freed_memory
+from .callbacks import TrainerCallback
 from .config import ORPOConfig
 from .data import (
     DataInspection,
@@ -40,6 +41,7 @@ from .data import (
 from .forward import compute_pair_logps
 from .layouts import PairBatch, choose_layout
 from .loss import METRIC_NAMES, orpo_loss
+from .scoring import scoring_batches
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -51,19 +53,6 @@ def orpo_step(
     """Loss and metrics of one batch: forward over chosen + rejected together, then the ORPO loss."""
     logps = compute_pair_logps(model, batch, cfg.nll_tokens, chunked=cfg.chunked_logps, chunk_size=cfg.logps_chunk_size)
     return orpo_loss(logps, cfg.orpo_lambda)
-
-
-class TrainerCallback:
-    """Hooks for notebooks and tools (live plots, early stopping); every method is optional."""
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        """Called once the model, data and optimizer are ready."""
-
-    def on_log(self, trainer: Trainer, record: dict[str, float]) -> None:
-        """Called with each record written to metrics.jsonl (main process only)."""
-
-    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None:
-        """Called after the last step, checkpoint and evaluation (also after an interrupt)."""
 
 
 @dataclass
@@ -161,7 +150,8 @@ class Trainer:
     ) -> None:
         from .models import load_model, load_tokenizer
 
-        self.cfg, self.callbacks = cfg, list(callbacks)
+        self.cfg = cfg
+        self.callbacks = list(callbacks) + faults.from_environment()  # test-only faults: none unless asked
         self.run_dir = _prepare_output_dir(cfg.output_dir)
         self.accelerator = Accelerator(
             cpu=cfg.device == "cpu",
@@ -278,8 +268,8 @@ class Trainer:
             with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
                 with self.accelerator.autocast():
                     loss, metrics = orpo_step(self.model, batch, self.cfg)
-                if m == 0:
-                    loss = faults.inject_nan(loss, self.step + 1, self.accelerator.process_index)  # test-only
+                for cb in self.callbacks:
+                    loss = cb.on_loss(self, loss, m)
                 if not torch.isfinite(loss):
                     bad_rows.extend(batch.origins)
                 # Backward even on a bad loss: under DDP every process must join the gradient all-reduce.
@@ -341,16 +331,11 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, data: list[TokenizedPair] | None = None, prefix: str = "eval_") -> dict[str, float]:
         """Metrics over the eval split (or other tokenized pairs), sharded over processes, prefixed."""
-        self.model.eval()
-        n_proc, rank, bs = (
-            self.accelerator.num_processes,
-            self.accelerator.process_index,
-            self.cfg.per_device_eval_batch_size,
-        )
+        n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
         shard = (self.eval_data if data is None else data)[rank::n_proc]
         sums = torch.zeros(len(METRIC_NAMES) + 1, device=self.accelerator.device)
-        for start in range(0, len(shard), bs):
-            batch = self._collate(shard[start : start + bs])
+        bs = self.cfg.per_device_eval_batch_size
+        for _, batch in scoring_batches(self.model, shard, bs, self._collate, desc="evaluating"):
             with self.accelerator.autocast():
                 _, metrics = orpo_step(self.model, batch, self.cfg)
             n = batch.num_pairs
@@ -383,7 +368,8 @@ class Trainer:
             result.eval_before = self._eval_before(start)
             while self.step < end:
                 self._run_one_step(end, result)
-                faults.stop_if_requested("step", self.step)  # test-only: a kill -9 between checkpoints
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
                 if self.step % self.cfg.save_steps == 0 or self.step == end:
                     result.last_checkpoint, last_saved = self.save(), self.step
                 bar.update(1)
@@ -450,10 +436,16 @@ class Trainer:
                 state,
                 keep_last=self.cfg.save_total_limit,
                 rng_states=rng_states,
+                after_weights=self._weights_written,
             )
             self._maybe_mark_best(path)
         self.accelerator.wait_for_everyone()
         return path
+
+    def _weights_written(self, folder: Path) -> None:
+        """Halfway through a checkpoint: the callbacks' event (tests stop or fail the process here)."""
+        for cb in self.callbacks:
+            cb.on_checkpoint_weights_written(self, folder)
 
     def _check_replicas_agree(self) -> None:
         """Data-parallel copies of the weights must be identical and finite on every process before a save."""

@@ -126,12 +126,23 @@ def test_keyboard_interrupt_saves_a_checkpoint_and_returns(tmp_path: Path) -> No
     assert state["step"] == 4
 
 
-def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path: Path, monkeypatch) -> None:
-    def crash(folder: Path) -> None:
-        raise OSError("disk died halfway")
+def test_a_crash_mid_save_leaves_no_checkpoint_that_looks_complete(tmp_path: Path) -> None:
+    class DiskDiesHalfway(TrainerCallback):
+        def on_checkpoint_weights_written(self, trainer: Trainer, folder: Path) -> None:
+            if "000002" in folder.name:
+                raise OSError("disk died halfway")
 
-    trainer = tiny(tmp_path, max_steps=2, save_steps=1, eval_steps=100, max_eval_pairs=8)
-    monkeypatch.setattr(ckpt, "_after_weights_hook", lambda folder: crash(folder) if "000002" in folder.name else None)
+    cfg = resolve_config(
+        "tiny",
+        overrides={
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 2,
+            "save_steps": 1,
+            "eval_steps": 100,
+            "max_eval_pairs": 8,
+        },
+    )
+    trainer = Trainer(cfg, callbacks=[DiskDiesHalfway()])
     with pytest.raises(OSError, match="halfway"):
         trainer.train()
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "run")] == ["step-000001"]

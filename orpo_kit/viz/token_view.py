@@ -20,7 +20,7 @@ import torch
 from ..data import PreferencePair, TokenizedPair
 from ..evaluate import score_pairs
 from ..forward import token_logps
-from ..layouts import choose_layout
+from ..scoring import scoring_batches
 
 VIEWS = ("base", "tuned", "change")  # what colours the tokens: log-prob under a model, or the change
 LOGP_FLOOR = -10.0  # base / tuned views: log-probs at or below this are fully red, 0 (p = 1) is fully green
@@ -80,19 +80,12 @@ def completion_token_logps(
     batch_size: int = 8,
 ) -> list[tuple[list[float], list[float]]]:
     """Log-prob of every completion token of each pair under `model`: a (chosen, rejected) list per pair."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     out: list[tuple[list[float], list[float]]] = []
-    layout = choose_layout(model)
-    for start in range(0, len(tokenized), batch_size):
-        chunk = tokenized[start : start + batch_size]
-        batch = layout.collate(chunk, pad_token_id).to(device)
+    for chunk, batch in scoring_batches(model, tokenized, batch_size, pad_token_id=pad_token_id):
         targets, logps, _ = token_logps(model, batch, chunked=True)  # what the loss reads, token by token
         seq, logps = targets.sequence.cpu(), logps.cpu()
         n = len(chunk)
         out.extend((logps[seq == i].tolist(), logps[seq == n + i].tolist()) for i in range(n))
-    model.train(was_training)
     return out
 
 
