@@ -6,13 +6,10 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,107 +29,46 @@ from .data import (
     DataReport,
     PreferencePair,
     TokenizedPair,
-    drop_eval_overlap,
-    load_pairs,
     skill_counts,
-    split_train_eval,
     tokenize_pairs,
 )
-from .forward import compute_pair_logps
+from .guards import (
+    any_process_nonfinite,
+    check_replicas_agree,
+    guard_if_4bit,
+    nonfinite_message,
+    refuse_sharded_training,
+)
+from .interrupts import SigintHold
 from .layouts import PairBatch, choose_layout
-from .loss import METRIC_NAMES, orpo_loss
+from .loss import METRIC_NAMES
+from .run_dir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    TrainResult,
+    append_metrics,
+    prepare_output_dir,
+    read_metrics,
+    restart_metrics,
+)
 from .scoring import scoring_batches
+from .step import build_optimizer, orpo_step
+from .train_data import BatchOrder, length_grouped, load_train_eval, pair_length
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
-
-
-def orpo_step(
-    model: torch.nn.Module, batch: PairBatch, cfg: ORPOConfig
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss and metrics of one batch: forward over chosen + rejected together, then the ORPO loss."""
-    logps = compute_pair_logps(model, batch, cfg.nll_tokens, chunked=cfg.chunked_logps, chunk_size=cfg.logps_chunk_size)
-    return orpo_loss(logps, cfg.orpo_lambda)
-
-
-@dataclass
-class TrainResult:
-    """Where a run went and how it ended."""
-
-    run_dir: Path
-    steps: int
-    interrupted: bool
-    last_checkpoint: Path | None
-    final_train: dict[str, float] = field(default_factory=dict)
-    eval_before: dict[str, float] = field(default_factory=dict)
-    eval_after: dict[str, float] = field(default_factory=dict)
-    is_main_process: bool = True  # under `accelerate launch`, only the main process reports
-
-    def summary(self) -> str:
-        """One line: steps, final loss, eval reward accuracy before -> after."""
-        fmt = lambda d: f"{d['eval_rewards/accuracies']:.3f}" if "eval_rewards/accuracies" in d else "n/a"
-        loss = f"{self.final_train['loss']:.4f}" if "loss" in self.final_train else "n/a"
-        state = "interrupted at" if self.interrupted else "finished"
-        after = fmt(self.eval_after) if self.eval_after else "n/a (no eval since)"
-        return f"{state} step {self.steps}: train loss {loss}, eval reward accuracy {fmt(self.eval_before)} -> {after}"
-
-
-class SigintHold:
-    """Hold Ctrl-C during critical blocks (an update); `pending` tells the loop to stop at the next safe point."""
-
-    def __init__(self) -> None:
-        self.pending = False
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Note a SIGINT instead of raising it inside the block (no-op off the main thread or if ignored)."""
-        if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) in (
-            signal.SIG_IGN,
-            None,
-        ):
-            yield
-            return
-        previous = signal.signal(signal.SIGINT, self._note)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _note(self, signum: int, frame: Any) -> None:
-        self.pending = True
-
-
-def build_optimizer(model: torch.nn.Module, cfg: ORPOConfig) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; no weight decay on biases and norms (the field's convention)."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
-
-
-def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair], DataReport]:
-    """Train and eval pairs plus one report: --eval-data when given, else the data's split or a held-out fraction."""
-    opts: dict[str, Any] = dict(
-        format=cfg.data_format,
-        column_map=cfg.column_map,
-        policy=cfg.data_policy,
-        min_score_margin=cfg.min_score_margin,
-        max_bad_fraction=cfg.max_bad_row_fraction,
-    )
-    pairs, report = load_pairs(cfg.data, split=cfg.data_split, **opts)
-    if cfg.eval_data:
-        evals, eval_report = load_pairs(cfg.eval_data, split=cfg.eval_data_split, **opts)
-        train, evals = [p for p in pairs if p.split != "eval"], [p for p in evals if p.split != "train"]
-        report.dropped.update(eval_report.dropped)
-        for kind, examples in eval_report.examples.items():
-            report.examples.setdefault(kind, examples)
-    else:
-        train, evals = split_train_eval(pairs, cfg.eval_fraction, cfg.seed)
-    evals = drop_eval_overlap(train, evals, report, cfg.data_policy)
-    return train[: cfg.max_train_pairs], evals[: cfg.max_eval_pairs], report
+__all__ = [  # what other modules and notebooks import from here
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "TrainResult",
+    "Trainer",
+    "TrainerCallback",
+    "build_optimizer",
+    "length_grouped",
+    "load_train_eval",
+    "orpo_step",
+    "read_metrics",
+    "refuse_sharded_training",
+    "train",
+]
 
 
 class Trainer:
@@ -152,7 +88,7 @@ class Trainer:
 
         self.cfg = cfg
         self.callbacks = list(callbacks) + faults.from_environment()  # test-only faults: none unless asked
-        self.run_dir = _prepare_output_dir(cfg.output_dir)
+        self.run_dir = prepare_output_dir(cfg.output_dir)
         self.accelerator = Accelerator(
             cpu=cfg.device == "cpu",
             mixed_precision=cfg.mixed_precision,
@@ -164,34 +100,9 @@ class Trainer:
             return_freed_memory()  # peak RSS tracks live tensors (orpo_kit.allocator)
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
-        self.data_report = DataReport(source="pairs given in Python")
-        loaded = train_pairs is None or eval_pairs is None
-        if loaded:
-            loaded_train, loaded_eval, self.data_report = load_train_eval(cfg)
-            train_pairs = loaded_train if train_pairs is None else train_pairs
-            eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
-        assert train_pairs is not None and eval_pairs is not None
-        limits: dict[str, Any] = dict(
-            max_length=cfg.max_length,
-            max_prompt_length=cfg.max_prompt_length,
-            min_completion_tokens=cfg.min_completion_tokens,
-            report=self.data_report,
-            policy=cfg.data_policy,
-        )
-        self.train_data = tokenize_pairs(self.tokenizer, train_pairs, **limits)
-        self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, **limits)
-        self._check_data_size()
-        if (loaded or self.data_report.dropped) and self.accelerator.is_main_process:  # as `orpo-kit inspect-data`
-            inspection = DataInspection(
-                self.data_report,
-                len(self.train_data),
-                len(self.eval_data),
-                None,
-                skill_counts(train_pairs + eval_pairs),
-            )
-            print("\n".join(inspection.lines()))
+        self._prepare_data(train_pairs, eval_pairs)
         model = model if model is not None else load_model(cfg, self.tokenizer)
-        _guard_if_4bit(model)
+        guard_if_4bit(model)
         ckpt.check_free_space(self.run_dir, ckpt.estimate_checkpoint_bytes(model))
         optimizer = build_optimizer(model, cfg)
         warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * cfg.max_steps)
@@ -210,7 +121,32 @@ class Trainer:
         self._unlogged: dict[str, float] | None = None
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
         self._best_value: float | None = None
-        self._epoch_order: tuple[int, list[int]] | None = None
+        self._order: BatchOrder | None = None
+
+    def _prepare_data(self, train_pairs: list[PreferencePair] | None, eval_pairs: list[PreferencePair] | None) -> None:
+        """Load (unless given), tokenize and check the data; print the report `orpo-kit inspect-data` prints."""
+        cfg = self.cfg
+        self.data_report = DataReport(source="pairs given in Python")
+        loaded = train_pairs is None or eval_pairs is None
+        if loaded:
+            loaded_train, loaded_eval, self.data_report = load_train_eval(cfg)
+            train_pairs = loaded_train if train_pairs is None else train_pairs
+            eval_pairs = loaded_eval if eval_pairs is None else eval_pairs
+        assert train_pairs is not None and eval_pairs is not None
+        limits: dict[str, Any] = dict(
+            max_length=cfg.max_length,
+            max_prompt_length=cfg.max_prompt_length,
+            min_completion_tokens=cfg.min_completion_tokens,
+            report=self.data_report,
+            policy=cfg.data_policy,
+        )
+        self.train_data = tokenize_pairs(self.tokenizer, train_pairs, **limits)
+        self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, **limits)
+        self._check_data_size()
+        if (loaded or self.data_report.dropped) and self.accelerator.is_main_process:
+            skills = skill_counts(train_pairs + eval_pairs)
+            inspection = DataInspection(self.data_report, len(self.train_data), len(self.eval_data), None, skills)
+            print("\n".join(inspection.lines()))
 
     @property
     def global_batch_size(self) -> int:
@@ -230,23 +166,19 @@ class Trainer:
 
     # ---- data order -------------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[list[int]]:
-        """This process's micro-batches (indices into train data) for an optimizer step: a pure function of
-        (seed, step), so resuming needs only the step and any process count sees the same global batch."""
-        size, per_dev = self.global_batch_size, self.cfg.per_device_train_batch_size
-        steps_per_epoch = len(self.train_data) // size
-        epoch, k = divmod(step, steps_per_epoch)
-        if self._epoch_order is None or self._epoch_order[0] != epoch:
-            gen = torch.Generator().manual_seed(self.cfg.seed + epoch)
-            order = torch.randperm(len(self.train_data), generator=gen).tolist()
-            if self.cfg.group_by_length:
-                order = length_grouped(order, [_pair_length(t) for t in self.train_data], size)
-            self._epoch_order = (epoch, order)
-        chunk = self._epoch_order[1][k * size : (k + 1) * size]
-        n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
-        return [
-            chunk[(m * n_proc + rank) * per_dev : (m * n_proc + rank + 1) * per_dev]
-            for m in range(self.cfg.gradient_accumulation_steps)
-        ]
+        """This process's micro-batches (indices into train data) for an optimizer step (`BatchOrder`)."""
+        if self._order is None:
+            lengths = [pair_length(t) for t in self.train_data] if self.cfg.group_by_length else None
+            self._order = BatchOrder(
+                len(self.train_data),
+                self.cfg.seed,
+                self.cfg.per_device_train_batch_size,
+                self.cfg.gradient_accumulation_steps,
+                self.accelerator.num_processes,
+                self.accelerator.process_index,
+                lengths,
+            )
+        return self._order.micro_batches(step)
 
     def _collate(self, items: list[TokenizedPair]) -> PairBatch:
         """Padded tensors on this process's device."""
@@ -278,7 +210,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        if self._any_process_nonfinite(bad_rows, grad_norm, params):
+        if any_process_nonfinite(self.accelerator, bad_rows, grad_norm, params):
             return self._skip_step(micro, bad_rows, lr)
         with self._sigint.hold():
             self.optimizer.step()
@@ -288,15 +220,6 @@ class Trainer:
         totals = self.accelerator.reduce(totals, reduction="mean")
         out = {k: v.item() for k, v in zip(METRIC_NAMES, totals, strict=True)}
         return {**out, "grad_norm": float(grad_norm), "learning_rate": lr}
-
-    def _any_process_nonfinite(self, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]) -> bool:
-        """One decision for all processes: True when any of them saw a non-finite loss or gradient."""
-        if grad_norm is not None:
-            grads_ok = bool(torch.isfinite(torch.as_tensor(grad_norm)))
-        else:  # e.g. DeepSpeed clips inside its own step and returns no norm
-            grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
-        flag = torch.tensor([0.0 if grads_ok and not bad_rows else 1.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, reduction="max").item() > 0)
 
     def _skip_step(self, micro: list[list[int]], bad_rows: list[str], lr: float) -> dict[str, float]:
         """Drop this step's update on every process, warn with the step and rows, or stop past the limit.
@@ -308,7 +231,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         step_rows = [self.train_data[i].origin for indices in micro for i in indices]
         reports = gather_object([(self.accelerator.process_index, bad_rows, step_rows)])
-        message = _nonfinite_message(self.step + 1, reports)
+        message = nonfinite_message(self.step + 1, reports)
         if self.skipped_steps >= self.cfg.max_skipped_steps:
             raise FloatingPointError(
                 f"{message}; {self.skipped_steps} step(s) already skipped "
@@ -415,7 +338,7 @@ class Trainer:
         """Write a checkpoint of the current step: every process hands over its RNG state, the main process
         alone writes; all wait for it."""
         self.accelerator.wait_for_everyone()
-        self._check_replicas_agree()
+        check_replicas_agree(self.model, self.accelerator, self.step)
         path = ckpt.checkpoint_path(self.run_dir, self.step)
         rng_states = gather_object([ckpt.rng_state()])  # one per process, in process order
         if self.accelerator.is_main_process:
@@ -446,26 +369,6 @@ class Trainer:
         """Halfway through a checkpoint: the callbacks' event (tests stop or fail the process here)."""
         for cb in self.callbacks:
             cb.on_checkpoint_weights_written(self, folder)
-
-    def _check_replicas_agree(self) -> None:
-        """Data-parallel copies of the weights must be identical and finite on every process before a save."""
-        if not isinstance(self.model, torch.nn.parallel.DistributedDataParallel):  # one process, or sharded
-            return
-        params = [p.detach().double() for p in self.model.parameters()]
-        local = torch.stack(
-            [torch.stack([p.sum() for p in params]).sum(), torch.stack([(p * p).sum() for p in params]).sum()]
-        )
-        every = self.accelerator.gather(local.unsqueeze(0))  # [processes, 2]
-        if not bool(torch.isfinite(every).all()):
-            bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]
-            raise FloatingPointError(
-                f"step {self.step}: non-finite weights on process(es) {bad}; no checkpoint written"
-            )
-        if not bool((every == every[0]).all()):
-            raise RuntimeError(
-                f"step {self.step}: the processes' copies of the weights differ "
-                f"(fingerprints {every.tolist()}); no checkpoint written"
-            )
 
     def _maybe_mark_best(self, path: Path) -> None:
         """Name this checkpoint best when the eval at its step beats every earlier one."""
@@ -515,11 +418,7 @@ class Trainer:
         """Write config.yaml; on resume drop records past the checkpoint step; start trackers."""
         if self.accelerator.is_main_process:
             self.cfg.save_yaml(self.run_dir / CONFIG_FILE)
-            metrics = self.run_dir / METRICS_FILE
-            kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= self.step] if resumed else []
-            tmp = metrics.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(metrics)
+            restart_metrics(self.run_dir, keep_until=self.step if resumed else None)
         if self.cfg.report_to:
             flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.cfg.to_dict().items()}
             self.accelerator.init_trackers("orpo_kit", config=flat)
@@ -528,8 +427,7 @@ class Trainer:
         """Append one record (with `step`) to metrics.jsonl and to trackers; main process only."""
         record = {"step": self.step, **record}
         if self.accelerator.is_main_process:
-            with (self.run_dir / METRICS_FILE).open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_metrics(self.run_dir, record)
             for cb in self.callbacks:
                 cb.on_log(self, record)
         if self.cfg.report_to:
@@ -541,87 +439,6 @@ class Trainer:
             self.accelerator.end_training()
         for cb in self.callbacks:
             cb.on_train_end(self, result)
-
-
-def length_grouped(order: list[int], lengths: list[int], batch_size: int, megabatch_batches: int = 50) -> list[int]:
-    """A shuffled order regrouped so each batch holds pairs of similar length (less padding).
-
-    Like transformers' LengthGroupedSampler: split the shuffled order into megabatches of 50 batches, sort each
-    by length (longest first), and keep the megabatch order, so batches stay random across the epoch.
-    """
-    size = batch_size * megabatch_batches
-    megabatches = [order[i : i + size] for i in range(0, len(order), size)]
-    return [i for mb in megabatches for i in sorted(mb, key=lambda j: -lengths[j])]
-
-
-def _pair_length(t: TokenizedPair) -> int:
-    """Tokens a pair occupies in the shared layout: what its row's length depends on."""
-    return len(t.prompt_ids) + len(t.chosen_ids) + len(t.rejected_ids)
-
-
-def _nonfinite_message(step: int, reports: list[tuple[int, list[str], list[str]]]) -> str:
-    """Name the step and the rows: those whose loss was non-finite, else every row of the step."""
-    bad = [(rank, rows) for rank, rows, _ in reports if rows]
-    if bad:
-        where = " | ".join(f"process {rank}: {'; '.join(rows)}" for rank, rows in bad)
-        return f"non-finite loss at step {step} on rows [{where}]"
-    rows = [row for _, _, step_rows in reports for row in step_rows]
-    return f"non-finite gradient at step {step} (loss finite) from the batch's rows [{'; '.join(rows)}]"
-
-
-SHARDED = ("FSDP", "DEEPSPEED")
-
-
-def refuse_sharded_training(distributed_type: Any) -> None:
-    """FSDP and DeepSpeed are refused until orpo_kit's checkpoints and step skipping handle sharded state."""
-    name = getattr(distributed_type, "name", str(distributed_type))
-    if name in SHARDED:
-        raise ValueError(
-            f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would "
-            "hold only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
-            "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
-            "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small."
-        )
-
-
-def _guard_if_4bit(model: torch.nn.Module) -> None:
-    """Models with bitsandbytes 4-bit layers get the CPU repack guard, however they were loaded."""
-    if "bitsandbytes" in sys.modules:
-        from .models.quantize import guard_4bit_layers
-
-        guard_4bit_layers(model)
-
-
-def _prepare_output_dir(path: str) -> Path:
-    """Create the run directory now, so an unwritable location fails before any work."""
-    run_dir = Path(path)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"  # one per process: launched processes probe at once
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f"output_dir {run_dir} is not writable: {exc}") from exc
-    return run_dir
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl (empty when there is none).
-
-    A last line cut short (a run killed mid-write) is skipped; a bad line anywhere else is an error.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number < len(lines):
-                raise ValueError(f"{path}, line {number}: not a JSON record ({exc})") from exc
-    return records
 
 
 def train(cfg: ORPOConfig, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:

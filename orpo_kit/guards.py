@@ -1,0 +1,69 @@
+"""What training refuses or stops on, with the message: non-finite steps, sharded setups it cannot checkpoint,
+and 4-bit layers that need the CPU repack guard."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+
+def nonfinite_message(step: int, reports: list[tuple[int, list[str], list[str]]]) -> str:
+    """Name the step and the rows: those whose loss was non-finite, else every row of the step."""
+    bad = [(rank, rows) for rank, rows, _ in reports if rows]
+    if bad:
+        where = " | ".join(f"process {rank}: {'; '.join(rows)}" for rank, rows in bad)
+        return f"non-finite loss at step {step} on rows [{where}]"
+    rows = [row for _, _, step_rows in reports for row in step_rows]
+    return f"non-finite gradient at step {step} (loss finite) from the batch's rows [{'; '.join(rows)}]"
+
+
+SHARDED = ("FSDP", "DEEPSPEED")
+
+
+def refuse_sharded_training(distributed_type: Any) -> None:
+    """FSDP and DeepSpeed are refused until orpo_kit's checkpoints and step skipping handle sharded state."""
+    name = getattr(distributed_type, "name", str(distributed_type))
+    if name in SHARDED:
+        raise ValueError(
+            f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would "
+            "hold only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
+            "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
+            "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small."
+        )
+
+
+def guard_if_4bit(model: torch.nn.Module) -> None:
+    """Models with bitsandbytes 4-bit layers get the CPU repack guard, however they were loaded."""
+    if "bitsandbytes" in sys.modules:
+        from .models.quantize import guard_4bit_layers
+
+        guard_4bit_layers(model)
+
+
+def check_replicas_agree(model: torch.nn.Module, accelerator: Any, step: int) -> None:
+    """Data-parallel copies of the weights must be identical and finite on every process before a save."""
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):  # one process, or sharded
+        return
+    params = [p.detach().double() for p in model.parameters()]
+    sums, squares = torch.stack([p.sum() for p in params]), torch.stack([(p * p).sum() for p in params])
+    every = accelerator.gather(torch.stack([sums.sum(), squares.sum()]).unsqueeze(0))  # [processes, 2]
+    if not bool(torch.isfinite(every).all()):
+        bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]
+        raise FloatingPointError(f"step {step}: non-finite weights on process(es) {bad}; no checkpoint written")
+    if not bool((every == every[0]).all()):
+        raise RuntimeError(
+            f"step {step}: the processes' copies of the weights differ (fingerprints {every.tolist()}); "
+            "no checkpoint written"
+        )
+
+
+def any_process_nonfinite(accelerator: Any, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]) -> bool:
+    """One decision for all processes: True when any of them saw a non-finite loss or gradient."""
+    if grad_norm is not None:
+        grads_ok = bool(torch.isfinite(torch.as_tensor(grad_norm)))
+    else:  # e.g. DeepSpeed clips inside its own step and returns no norm
+        grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
+    flag = torch.tensor([0.0 if grads_ok and not bad_rows else 1.0], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="max").item() > 0)
