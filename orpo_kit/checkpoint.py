@@ -61,6 +61,26 @@ def mark_best(run_dir: str | Path, checkpoint: Path, metric: str, value: float) 
     os.replace(tmp, pointer)
 
 
+def mark_if_best(
+    run_dir: str | Path,
+    checkpoint: Path,
+    metric: str,
+    value: float,
+    greater_is_better: bool,
+    best_value: float | None = None,
+) -> float | None:
+    """Mark `checkpoint` best when `value` beats the best so far (read from best.json when not given); returns
+    the best value after the comparison."""
+    if best_value is None:
+        best = best_checkpoint(run_dir)
+        if best is not None:
+            best_value = json.loads((best.parent / BEST_FILE).read_text(encoding="utf-8"))["value"]
+    if best_value is None or (value > best_value if greater_is_better else value < best_value):
+        mark_best(run_dir, checkpoint, metric, value)
+        return value
+    return best_value
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint, or None."""
     found = list_checkpoints(run_dir)

@@ -60,10 +60,14 @@ def check_replicas_agree(model: torch.nn.Module, accelerator: Any, step: int) ->
 
 
 def any_process_nonfinite(accelerator: Any, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]) -> bool:
-    """One decision for all processes: True when any of them saw a non-finite loss or gradient."""
+    """One decision for all processes: True when any of them saw a non-finite loss or gradient.
+
+    `grad_norm` is the clipped norm accelerate returns (it returns None only under DeepSpeed, which training
+    refuses); `params` are checked one by one when there is no norm.
+    """
     if grad_norm is not None:
         grads_ok = bool(torch.isfinite(torch.as_tensor(grad_norm)))
-    else:  # e.g. DeepSpeed clips inside its own step and returns no norm
+    else:
         grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
     flag = torch.tensor([0.0 if grads_ok and not bad_rows else 1.0], device=accelerator.device)
     return bool(accelerator.reduce(flag, reduction="max").item() > 0)

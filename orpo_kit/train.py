@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sys
@@ -374,18 +373,10 @@ class Trainer:
         """Name this checkpoint best when the eval at its step beats every earlier one."""
         step, metrics = self._last_eval
         value = metrics.get(self.cfg.metric_for_best_model)
-        if step != self.step or value is None:
-            return
-        if self._best_value is None:
-            best = ckpt.best_checkpoint(self.run_dir)
-            if best is not None:
-                self._best_value = json.loads((best.parent / ckpt.BEST_FILE).read_text())["value"]
-        better = self._best_value is None or (
-            value > self._best_value if self.cfg.greater_is_better else value < self._best_value
-        )
-        if better:
-            self._best_value = value
-            ckpt.mark_best(self.run_dir, path, self.cfg.metric_for_best_model, value)
+        if step == self.step and value is not None:
+            self._best_value = ckpt.mark_if_best(
+                self.run_dir, path, self.cfg.metric_for_best_model, value, self.cfg.greater_is_better, self._best_value
+            )
 
     def _resume(self) -> int:
         """Load the latest checkpoint of the run directory; returns its step (0 when there is none)."""

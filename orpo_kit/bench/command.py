@@ -234,20 +234,7 @@ def _run_all(
     import torch
 
     torch.set_num_threads(threads)
-    total_steps = warmup + steps
-    model_dir = workdir / f"model-{shape}"
-    t = time.perf_counter()
-    if not (model_dir / "model.safetensors.index.json").is_file() and not (model_dir / "model.safetensors").is_file():
-        from .workloads import save_model_dir
-
-        save_model_dir(model_dir, shape, seed=SEED)  # a kept --workdir reuses it
-    pairs_paths = {}
-    for mix in dict.fromkeys(r["mix"] for r in plan):
-        from .workloads import save_pairs
-
-        pairs_paths[mix] = workdir / f"pairs-{mix}.json"
-        save_pairs(make_pairs(MIXES[mix], BATCH_PAIRS * total_steps, seed=SEED), pairs_paths[mix])
-    print(f"workloads ready in {time.perf_counter() - t:.1f} s ({shape} model, mixes {list(pairs_paths)})", flush=True)
+    model_dir, pairs_paths = _prepare_workloads(plan, workdir, shape, warmup + steps)
     busy = busy_warning(device)  # before the matmul measurement, which loads the CPU itself
     matmul = measure_matmul_rate(device, "float32" if device == "cpu" else "bfloat16")
     print(f"matmul rate: {matmul['gflops_best']:.1f} GFLOP/s ({matmul['dtype']})", flush=True)
@@ -255,16 +242,59 @@ def _run_all(
     params = count_params(config)
     if busy:
         print(f"WARNING: {busy}", flush=True)
+    common = {
+        "device": device,
+        "threads": threads,
+        "warmup": warmup,
+        "total_steps": warmup + steps,
+        "model_dir": str(model_dir),
+    }
+    runs = _run_plan(plan, workdir, pairs_paths, common)
+    records = aggregate(runs, params["flops_params"], matmul["gflops_best"])
+    machine = machine_info(threads, device)
+    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["busy_warning"] = busy
+    return {
+        "schema": "orpo_kit.bench/1",
+        "mode": mode,
+        "machine": machine,
+        "matmul": matmul,
+        "settings": _settings(plan, device, threads, warmup, steps, shape, config, params, list(pairs_paths)),
+        "records": records,
+        "loss_agreement": loss_agreement(records),
+        "errors": [r["error"] for r in runs if "error" in r],
+        "trainable_params_equal": _trainable_params_equal(records),
+    }
+
+
+def _prepare_workloads(
+    plan: list[dict[str, Any]], workdir: Path, shape: str, total_steps: int
+) -> tuple[Path, dict[str, Path]]:
+    """The saved model (reused from a kept --workdir) and one pairs file per mix of the plan."""
+    from .workloads import save_model_dir, save_pairs
+
+    t = time.perf_counter()
+    model_dir = workdir / f"model-{shape}"
+    if not (model_dir / "model.safetensors.index.json").is_file() and not (model_dir / "model.safetensors").is_file():
+        save_model_dir(model_dir, shape, seed=SEED)
+    pairs_paths = {}
+    for mix in dict.fromkeys(r["mix"] for r in plan):
+        pairs_paths[mix] = workdir / f"pairs-{mix}.json"
+        save_pairs(make_pairs(MIXES[mix], BATCH_PAIRS * total_steps, seed=SEED), pairs_paths[mix])
+    print(f"workloads ready in {time.perf_counter() - t:.1f} s ({shape} model, mixes {list(pairs_paths)})", flush=True)
+    return model_dir, pairs_paths
+
+
+def _run_plan(
+    plan: list[dict[str, Any]], workdir: Path, pairs_paths: dict[str, Path], common: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every run of the plan, in order, each in its own process, with a line of progress per run."""
     runs, started = [], time.perf_counter()
     for k, item in enumerate(plan, start=1):
         run_dir = workdir / "runs" / f"{k:02d}-{item['impl']}-{item['mix']}-{item['adapter']}-r{item['repeat']}"
         spec = {
             **item,
-            "device": device,
-            "threads": threads,
-            "warmup": warmup,
-            "total_steps": total_steps,
-            "model_dir": str(model_dir),
+            **common,
             "pairs_path": str(pairs_paths[item["mix"]]),
             "run_dir": str(run_dir),
             "result_path": str(run_dir / "result.json"),
@@ -281,61 +311,56 @@ def _run_all(
             print(f"FAILED after {rec['worker_wall_s']:.0f} s\n{rec['error']}", flush=True)
         else:
             print(
-                f"{rec['pairs_per_s']:.3f} pairs/s, {rec['tokens_per_s']:.0f} tok/s, peak "
-                f"{rec['peak_mem_gb']:.2f} GB, loss0 {rec['loss_step0']:.5f} ({rec['worker_wall_s']:.0f} s)",
+                f"{rec['pairs_per_s']:.3f} pairs/s, {rec['tokens_per_s']:.0f} tok/s, peak {rec['peak_mem_gb']:.2f} "
+                f"GB, loss0 {rec['loss_step0']:.5f} ({rec['worker_wall_s']:.0f} s)",
                 flush=True,
             )
         if k < len(plan):
             left = (time.perf_counter() - started) / k * (len(plan) - k)
             print(f"    about {left / 60:.1f} min left", flush=True)
-    records = aggregate(runs, params["flops_params"], matmul["gflops_best"])
-    machine = machine_info(threads, device)
-    machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    machine["busy_warning"] = busy
+    return runs
+
+
+def _settings(
+    plan: list[dict[str, Any]],
+    device: str,
+    threads: int,
+    warmup: int,
+    steps: int,
+    shape: str,
+    config: Any,
+    params: dict[str, Any],
+    mixes: list[str],
+) -> dict[str, Any]:
+    """What the runs shared: hyperparameters, model, mixes, order and the definitions of every figure."""
+    sizes = (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "vocab_size",
+    )
     return {
-        "schema": "orpo_kit.bench/1",
-        "mode": mode,
-        "machine": machine,
-        "matmul": matmul,
-        "settings": {
-            "batch_pairs": BATCH_PAIRS,
-            "learning_rate": LEARNING_RATE,
-            "orpo_lambda": ORPO_LAMBDA,
-            "lora": LORA,
-            "warmup_steps": warmup,
-            "timed_steps": steps,
-            "repeats": 1 + max(r["repeat"] for r in plan),
-            "threads": threads,
-            "dtype": "float32" if device == "cpu" else "4-bit NF4 weights, bfloat16 compute",
-            "model": {
-                "shape": shape,
-                **{
-                    k: getattr(config, k)
-                    for k in (
-                        "hidden_size",
-                        "intermediate_size",
-                        "num_hidden_layers",
-                        "num_attention_heads",
-                        "num_key_value_heads",
-                        "vocab_size",
-                    )
-                },
-                **params,
-            },
-            "mixes": {m: vars(MIXES[m]) for m in pairs_paths},
-            "order": [f"{r['repeat']}:{r['mix']}/{r['adapter']}/{r['impl']}" for r in plan],
-            "impls": {i: IMPLS[i] for i in dict.fromkeys(r["impl"] for r in plan)},
-            "tokens_definition": TOKENS_DEFINITION,
-            "flops_definition": FLOPS_DEFINITION,
-            "peak_memory_definition": (
-                "CPU: peak RSS of the worker process (VmHWM); GPU: torch.cuda.max_memory_allocated; GB = 1e9 bytes"
-            ),
-            "step_time_definition": "interval between the ends of consecutive optimizer steps; warm-up excluded",
-        },
-        "records": records,
-        "loss_agreement": loss_agreement(records),
-        "errors": [r["error"] for r in runs if "error" in r],
-        "trainable_params_equal": _trainable_params_equal(records),
+        "batch_pairs": BATCH_PAIRS,
+        "learning_rate": LEARNING_RATE,
+        "orpo_lambda": ORPO_LAMBDA,
+        "lora": LORA,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "repeats": 1 + max(r["repeat"] for r in plan),
+        "threads": threads,
+        "dtype": "float32" if device == "cpu" else "4-bit NF4 weights, bfloat16 compute",
+        "model": {"shape": shape, **{k: getattr(config, k) for k in sizes}, **params},
+        "mixes": {m: vars(MIXES[m]) for m in mixes},
+        "order": [f"{r['repeat']}:{r['mix']}/{r['adapter']}/{r['impl']}" for r in plan],
+        "impls": {i: IMPLS[i] for i in dict.fromkeys(r["impl"] for r in plan)},
+        "tokens_definition": TOKENS_DEFINITION,
+        "flops_definition": FLOPS_DEFINITION,
+        "peak_memory_definition": (
+            "CPU: peak RSS of the worker process (VmHWM); GPU: torch.cuda.max_memory_allocated; GB = 1e9 bytes"
+        ),
+        "step_time_definition": "interval between the ends of consecutive optimizer steps; warm-up excluded",
     }
 
 

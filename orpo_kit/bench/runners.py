@@ -32,18 +32,13 @@ def _assert_same_ids(got: list[tuple[list[int], list[int], list[int]]], pairs, w
     return len(want)
 
 
-def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, Any]:
-    """orpo_kit's Trainer on the workload: its own config, loading, tokenization and train_step."""
-    import torch
-
+def _orpo_kit_config(spec: dict[str, Any]) -> Any:
+    """orpo_kit's config for a run: the benchmark's shared settings plus the implementation's options."""
     from ..config import ORPOConfig
-    from ..models import load_tokenizer
-    from ..train import Trainer
-    from .workloads import preference_pairs
 
     options: dict[str, Any] = {"attn_implementation": "sdpa", **(IMPLS[spec["impl"]] or {})}
     gpu = spec["device"] == "cuda"
-    cfg = ORPOConfig(
+    return ORPOConfig(
         model_name_or_path=spec["model_dir"],
         tokenizer_name_or_path=spec["model_dir"],
         use_lora=spec["adapter"] == "lora",
@@ -78,6 +73,18 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[st
         mixed_precision="bf16" if gpu else "no",
         **options,
     )
+
+
+def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, Any]:
+    """orpo_kit's Trainer on the workload: its own config, loading, tokenization and train_step."""
+    import torch
+
+    from ..models import load_tokenizer
+    from ..train import Trainer
+    from .workloads import preference_pairs
+
+    gpu = spec["device"] == "cuda"
+    cfg = _orpo_kit_config(spec)
     tokenizer = load_tokenizer(cfg)
     marks["rss_before_model_gb"] = rss_gb()
     trainer = Trainer(
@@ -105,13 +112,98 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[st
     }
 
 
+def _trl_model(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The model TRL trains (4-bit on a GPU) and its LoRA config (None for full fine-tuning)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gpu = spec["device"] == "cuda"
+    load = dict(dtype=torch.float32, attn_implementation="sdpa")
+    if gpu:
+        from transformers import BitsAndBytesConfig
+
+        load = dict(
+            dtype=torch.bfloat16,
+            attn_implementation="sdpa",
+            device_map={"": 0},
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+            ),
+        )
+    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **load)
+    model.config.use_cache = False
+    peft_config = None
+    if spec["adapter"] == "lora":
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            target_modules=LORA["target_modules"],
+            task_type="CAUSAL_LM",
+        )
+    return model, peft_config
+
+
+def _trl_args(spec: dict[str, Any]) -> Any:
+    """TRL's ORPOConfig with the benchmark's shared settings (no checkpointing, sequential sampler, fp32 on CPU)."""
+    from trl.experimental.orpo import ORPOConfig
+
+    gpu = spec["device"] == "cuda"
+    import dataclasses
+
+    # transformers 5 renamed gradient_checkpointing (TRL's default: True) to activation_checkpointing
+    no_checkpointing: dict[str, Any] = {
+        name: False
+        for name in ("gradient_checkpointing", "activation_checkpointing")
+        if name in {f.name for f in dataclasses.fields(ORPOConfig)}
+    }
+    return ORPOConfig(
+        output_dir=spec["run_dir"],
+        beta=ORPO_LAMBDA,
+        max_length=MAX_LENGTH,
+        bf16=gpu,
+        fp16=False,
+        **no_checkpointing,
+        use_cpu=not gpu,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        per_device_train_batch_size=BATCH_PAIRS,
+        gradient_accumulation_steps=1,
+        max_steps=spec["total_steps"],
+        logging_steps=10**6,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        seed=SEED,
+        disable_tqdm=True,
+        dataloader_drop_last=False,
+        dataloader_num_workers=0,
+        train_sampling_strategy="sequential",
+        remove_unused_columns=False,
+    )
+
+
+# Longer than 60 lines: the two small subclasses of TRL's classes must be defined after TRL is imported, which
+# happens in the worker process only.
 def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, Any]:
     """TRL's ORPOTrainer on the same workload, configured like orpo_kit's run."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import datasets
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl.experimental.orpo import ORPOTrainer
 
     from .workloads import trl_rows
 
@@ -143,73 +235,8 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, An
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
     marks["rss_before_model_gb"] = rss_gb()
-    load = dict(dtype=torch.float32, attn_implementation="sdpa")
-    if gpu:
-        from transformers import BitsAndBytesConfig
-
-        load = dict(
-            dtype=torch.bfloat16,
-            attn_implementation="sdpa",
-            device_map={"": 0},
-            quantization_config=BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=torch.bfloat16,
-            ),
-        )
-    model = AutoModelForCausalLM.from_pretrained(spec["model_dir"], **load)
-    model.config.use_cache = False
-    peft_config = None
-    if spec["adapter"] == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=LORA["r"],
-            lora_alpha=LORA["alpha"],
-            lora_dropout=LORA["dropout"],
-            target_modules=LORA["target_modules"],
-            task_type="CAUSAL_LM",
-        )
-    import dataclasses
-
-    # transformers 5 renamed gradient_checkpointing (TRL's default: True) to activation_checkpointing
-    no_checkpointing: dict[str, Any] = {
-        name: False
-        for name in ("gradient_checkpointing", "activation_checkpointing")
-        if name in {f.name for f in dataclasses.fields(ORPOConfig)}
-    }
-    args = ORPOConfig(
-        output_dir=spec["run_dir"],
-        beta=ORPO_LAMBDA,
-        max_length=MAX_LENGTH,
-        bf16=gpu,
-        fp16=False,
-        **no_checkpointing,
-        use_cpu=not gpu,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        per_device_train_batch_size=BATCH_PAIRS,
-        gradient_accumulation_steps=1,
-        max_steps=spec["total_steps"],
-        logging_steps=10**6,
-        learning_rate=LEARNING_RATE,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.999,
-        adam_epsilon=1e-8,
-        max_grad_norm=1.0,
-        optim="adamw_torch",
-        seed=SEED,
-        disable_tqdm=True,
-        dataloader_drop_last=False,
-        dataloader_num_workers=0,
-        train_sampling_strategy="sequential",
-        remove_unused_columns=False,
-    )
+    model, peft_config = _trl_model(spec)
+    args = _trl_args(spec)
     clock = StepClock()
     trainer = RecordingORPOTrainer(
         model=model,

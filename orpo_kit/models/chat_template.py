@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 CHATML = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -54,9 +52,3 @@ def trainable_token_targets(model: Any, token_ids: list[int]) -> dict[str, list[
     if out is not None and out.weight.data_ptr() != inp.weight.data_ptr():
         targets["lm_head"] = list(token_ids)
     return targets
-
-
-@torch.no_grad()
-def new_rows(model: Any, token_ids: list[int]) -> torch.Tensor:
-    """The current input-embedding rows of the given tokens (for checks that they train)."""
-    return model.get_input_embeddings().weight[token_ids].detach().clone()
