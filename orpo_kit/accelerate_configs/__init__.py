@@ -1,4 +1,5 @@
-"""Ready-made `accelerate launch --config_file` files: ddp.yaml (tested), fsdp.yaml and deepspeed_zero{2,3}.yaml
+"""Ready-made `accelerate launch --config_file` files: ddp.yaml (the setup the two-process tests launch with
+`--multi_gpu`; the file itself is only parsed by the tests), fsdp.yaml and deepspeed_zero{2,3}.yaml
 (templates with their QLoRA caveats; `orpo-kit train` refuses sharded training for now)."""
 
 from __future__ import annotations
