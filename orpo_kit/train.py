@@ -23,14 +23,7 @@ from . import faults
 from .allocator import return_freed_memory
 from .callbacks import TrainerCallback
 from .config import ORPOConfig
-from .data import (
-    DataInspection,
-    DataReport,
-    PreferencePair,
-    TokenizedPair,
-    skill_counts,
-    tokenize_pairs,
-)
+from .data import DataInspection, DataReport, PreferencePair, TokenizedPair, skill_counts, tokenize_pairs
 from .guards import (
     any_process_nonfinite,
     check_replicas_agree,
@@ -54,7 +47,8 @@ from .scoring import scoring_batches
 from .step import build_optimizer, orpo_step
 from .train_data import BatchOrder, length_grouped, load_train_eval, pair_length
 
-__all__ = [  # what other modules and notebooks import from here
+# what other modules and notebooks import from here
+__all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
     "TrainResult",
