@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from .manifest import STATE_FILE, set_aside, step_folders, verify_checkpoint, write_manifest
+
 CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 _NAME = re.compile(r"^step-(\d+)$")
-# Tests may set this to stop a process halfway through a write (see tests of crash safety).
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
@@ -164,24 +164,61 @@ def save_checkpoint(
     final = checkpoint_path(run_dir, step)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    with _quiet_transformers():
-        model.save_pretrained(tmp / "model", safe_serialization=True)
-        tokenizer.save_pretrained(tmp / "model")
-    if after_weights is not None:
-        after_weights(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    for rank, rng in enumerate(rng_states or [rng_state()]):
-        torch.save(rng, tmp / rng_file(rank))
-    (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2), encoding="utf-8")
-    _fsync_tree(tmp)
+    try:
+        tmp.mkdir(parents=True)
+        with _quiet_transformers():
+            model.save_pretrained(tmp / "model", safe_serialization=True)
+            tokenizer.save_pretrained(tmp / "model")
+        if after_weights is not None:
+            after_weights(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        for rank, rng in enumerate(rng_states or [rng_state()]):
+            torch.save(rng, tmp / rng_file(rank))
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2), encoding="utf-8")
+        write_manifest(tmp)
+        _fsync_tree(tmp)
+    except OSError as exc:  # a full disk, a lost mount: the previous checkpoints stay as they are
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _save_failed(exc, final, Path(run_dir), estimate_checkpoint_bytes(model)) from exc
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     _prune(Path(run_dir), keep_last)
     return final
+
+
+def _save_failed(exc: OSError, final: Path, run_dir: Path, needed: int) -> OSError:
+    """The error to stop with: what failed, that nothing older was touched, and how much room a checkpoint needs."""
+    previous = latest_checkpoint(run_dir)
+    kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint existed"
+    return OSError(
+        exc.errno,
+        f"could not write the checkpoint {final} ({exc.strerror or exc}); the partial copy was removed and {kept}. "
+        f"One checkpoint needs about {needed / 2**20:.1f} MiB: free that much space (or pick another output_dir) "
+        "and continue with --resume",
+    )
+
+
+def verified_latest_checkpoint(run_dir: str | Path, say: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint that verifies; damaged ones (naming the file) are moved aside, never deleted, and
+    best.json stops pointing at them. Main process only: it moves folders."""
+    run_dir = Path(run_dir)
+    for folder in step_folders(run_dir / CHECKPOINTS):
+        problems = verify_checkpoint(folder)
+        if not problems:
+            return folder
+        pointer = run_dir / CHECKPOINTS / BEST_FILE
+        names_it = pointer.is_file() and json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"] == folder.name
+        moved = set_aside(folder, run_dir)
+        if names_it:
+            pointer.unlink()
+        say(
+            f"orpo-kit: checkpoint {folder.name} is damaged: {'; '.join(problems)}. Moved it to {moved}; "
+            "using the newest checkpoint before it."
+        )
+    return None
 
 
 @contextlib.contextmanager

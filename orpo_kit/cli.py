@@ -27,6 +27,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="run directory (metrics.jsonl, config.yaml, checkpoints/)")
     p.add_argument("--max-steps", help="optimizer steps")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the output dir")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an output dir that holds a run: the old run is moved aside, not deleted",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. orpo_lambda=0.5")
 
 
@@ -141,6 +146,31 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    """Check each checkpoint's files against its manifest; print one line per checkpoint."""
+    from .checkpoint import BEST_FILE, CHECKPOINTS, best_checkpoint
+    from .manifest import step_folders, verify_checkpoint
+
+    root = Path(args.run_dir) / CHECKPOINTS
+    folders = step_folders(root)
+    if not folders:
+        raise FileNotFoundError(f"no checkpoints in {root}")
+    bad = 0
+    for folder in reversed(folders):
+        problems = verify_checkpoint(folder)
+        bad += bool(problems)
+        print(f"{folder.name}: " + ("DAMAGED: " + "; ".join(problems) if problems else "ok"))
+    if (root / BEST_FILE).is_file() and best_checkpoint(args.run_dir) is None:
+        bad += 1
+        print(f"{BEST_FILE}: names a checkpoint that is not complete")
+    print(
+        f"{len(folders) - bad} of {len(folders)} checkpoints verify"
+        if bad
+        else f"all {len(folders)} checkpoints verify"
+    )
+    return 1 if bad else 0
+
+
 def run_merge(args: argparse.Namespace) -> int:
     """Merge and say where the model went."""
     import torch
@@ -179,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-length", type=int, help="tokens per sequence (prompt + completion)")
     est.add_argument("--batch-size", type=int, help="pairs per device per micro-batch")
     est.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    v = sub.add_parser("verify", help="check every checkpoint of a run against its manifest (exit 1 on a bad one)")
+    v.add_argument("run_dir")
     m = sub.add_parser("merge", help="merge a LoRA run into full weights loadable by plain transformers")
     m.add_argument("run_dir")
     m.add_argument("out_dir")
@@ -218,7 +250,7 @@ def run_train(args: argparse.Namespace) -> int:
     overrides = parse_overrides(flags + args.overrides)  # KEY=VALUE after the flags: it wins, as the README says
     preset = args.preset or (None if args.config else DEFAULT_PRESET)
     cfg = resolve_config(preset, args.config, overrides, overrides_source="the command line")
-    result = train(cfg, resume=args.resume)
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not result.is_main_process:  # `accelerate launch`: one report, from the main process
         return 130 if result.interrupted else 0
     run = Path(cfg.output_dir)
@@ -233,7 +265,13 @@ def run_train(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `orpo-kit` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may come anywhere, also between flags (`--preset tiny lr=1e-3 --max-steps 3 seed=1`)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     if argv is None and args.command == "train":  # the console script (never an in-process call): lean heap
         from .allocator import restart_with_lean_heap
 
@@ -253,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_generate(args)
         if args.command == "merge":
             return run_merge(args)
+        if args.command == "verify":
+            return run_verify(args)
         if args.command == "eval":
             return run_eval(args)
         if args.command == "bench":

@@ -1,9 +1,14 @@
-"""The run directory's files: created and checked before any work, and its metrics read back."""
+"""The run directory: created and checked before any work, owned by one run at a time, never trained into
+afresh over an earlier run, and its metrics appended and read back."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,3 +84,121 @@ class TrainResult:
         state = "interrupted at" if self.interrupted else "finished"
         after = fmt(self.eval_after) if self.eval_after else "n/a (no eval since)"
         return f"{state} step {self.steps}: train loss {loss}, eval reward accuracy {fmt(self.eval_before)} -> {after}"
+
+
+# ---- one owner per run directory ------------------------------------------------------------------------------
+LOCK_FILE = ".orpo-kit.lock"  # holds an OS lock for as long as a run trains; the OS drops it when the process dies
+REPLACED = "replaced"  # a run moved aside by --overwrite: <run>.replaced-<time>, beside the run directory
+
+
+class RunDirBusy(OSError):
+    """Another process is training into this run directory."""
+
+
+_HELD: dict[str, RunLock] = {}  # the locks this process holds, by lock file
+
+
+class RunLock:
+    """An exclusive, non-blocking OS lock (flock) on run_dir/.orpo-kit.lock, with the holder written inside.
+
+    `kill -9` cannot leave it stale: the OS releases a dead process's locks. Within one process (a notebook), a
+    new Trainer takes the lock over from an earlier one that is not training, so re-running a cell works.
+    Where the OS has no flock (Windows), runs are not locked and a warning says so.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.training = False  # set by the trainer while its loop runs: then not even this process may take over
+        self._fh: Any = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fh is not None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise RunDirBusy naming the directory and the holder (pid, host, start time)."""
+        key = str(self.path.resolve())
+        earlier = _HELD.get(key)
+        if earlier is not None and earlier is not self:
+            if earlier.training:
+                raise RunDirBusy(f"output_dir {self.path.parent} is in use by a run training in this process")
+            self._fh, earlier._fh = earlier._fh, None  # an idle Trainer of this process hands it over
+            _HELD[key] = self
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            warnings.warn("this OS has no flock: two runs into one output_dir would not be stopped", stacklevel=2)
+            return
+        fh = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "an unknown process"
+            fh.close()
+            raise RunDirBusy(
+                f"output_dir {self.path.parent} is in use by another run ({holder}); wait for it to finish, or "
+                "train into another --output-dir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        fh.flush()
+        self._fh = fh
+        _HELD[key] = self
+
+    def release(self) -> None:
+        """Let the lock go (the file stays: removing a lock file while others wait on it would race)."""
+        if self._fh is not None:
+            self._fh.close()  # closing the file releases the flock
+            self._fh = None
+            key = str(self.path.resolve())
+            if _HELD.get(key) is self:
+                del _HELD[key]
+
+
+def run_contents(run_dir: Path) -> list[Path]:
+    """What a run left in the directory (metrics, config, checkpoints); the lock file does not count."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.iterdir() if p.name != LOCK_FILE and not p.name.startswith(".write-test-"))
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether an earlier run trained here: records in metrics.jsonl or any checkpoint."""
+    metrics = run_dir / METRICS_FILE
+    checkpoints = run_dir / "checkpoints"
+    return (metrics.is_file() and metrics.stat().st_size > 0) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def move_run_aside(run_dir: Path) -> Path:
+    """Move an earlier run's files into <run>.replaced-<time> beside the run directory (nothing is deleted)."""
+    target = run_dir.parent / f"{run_dir.name}.{REPLACED}-{time.strftime('%Y%m%d-%H%M%S')}"
+    suffix = 1
+    while target.exists():
+        target = target.with_name(f"{target.name.rsplit('~', 1)[0]}~{suffix}")
+        suffix += 1
+    target.mkdir(parents=True)
+    for entry in run_contents(run_dir):
+        shutil.move(str(entry), str(target / entry.name))
+    return target
+
+
+def refuse_or_replace_earlier_run(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """A fresh run never overwrites a run: refuse with the choices, or (overwrite) move the old one aside."""
+    if resume or not holds_a_run(run_dir):
+        return None
+    if overwrite:
+        return move_run_aside(run_dir)
+    steps = (
+        sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) if (run_dir / "checkpoints").is_dir() else []
+    )
+    what = f"checkpoints {', '.join(steps)}" if steps else "a metrics.jsonl"
+    raise FileExistsError(
+        f"output_dir {run_dir} already holds a run ({what}). To continue it: --resume (Python: "
+        "train(resume=True)). To start afresh: another --output-dir, or --overwrite (Python: train(overwrite=True)), "
+        f"which moves the old run to {run_dir.name}.{REPLACED}-<time> beside it instead of deleting it"
+    )

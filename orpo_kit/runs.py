@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import checkpoint as ckpt
 from .config import ORPOConfig
+from .manifest import verify_checkpoint
 from .models.safety import check_weight_files
 from .train import CONFIG_FILE
 
@@ -64,6 +65,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype |
     path = find_checkpoint(run_dir, checkpoint)
     weights = path / "model"
     check_weight_files(weights, cfg.allow_pickle_weights, what="checkpoint")
+    problems = verify_checkpoint(path)
+    if problems:
+        raise ValueError(
+            f"checkpoint {path} is damaged: {'; '.join(problems)} (`orpo-kit verify {run_dir}` checks "
+            "every checkpoint; --resume moves damaged ones aside and uses the newest good one)"
+        )
     tokenizer = AutoTokenizer.from_pretrained(weights)
     model: Any
     if (weights / "adapter_config.json").is_file():

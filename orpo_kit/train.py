@@ -37,10 +37,13 @@ from .loss import METRIC_NAMES
 from .run_dir import (
     CONFIG_FILE,
     METRICS_FILE,
+    RunDirBusy,
+    RunLock,
     TrainResult,
     append_metrics,
     prepare_output_dir,
     read_metrics,
+    refuse_or_replace_earlier_run,
     restart_metrics,
 )
 from .scoring import scoring_batches
@@ -82,6 +85,7 @@ class Trainer:
         self.cfg = cfg
         self.callbacks = list(callbacks) + faults.from_environment()  # test-only faults: none unless asked
         self.run_dir = prepare_output_dir(cfg.output_dir)
+        self._lock: RunLock | None = None
         self.accelerator = Accelerator(
             cpu=cfg.device == "cpu",
             mixed_precision=cfg.mixed_precision,
@@ -89,6 +93,7 @@ class Trainer:
             project_dir=str(self.run_dir),
         )
         refuse_sharded_training(self.accelerator.distributed_type)
+        self._lock = self._claim_lock()  # before loading anything: a second run is refused at once
         if cfg.cpu_return_freed_memory and self.accelerator.device.type == "cpu":
             return_freed_memory()  # peak RSS tracks live tensors (orpo_kit.allocator)
         set_seed(cfg.seed)
@@ -260,11 +265,57 @@ class Trainer:
         return {f"{prefix}{k}": (sums[i] / sums[-1]).item() for i, k in enumerate(METRIC_NAMES)}
 
     # ---- the loop -----------------------------------------------------------------------------------------
-    def train(self, resume: bool = False) -> TrainResult:
+    def train(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Run to max_steps (or stop_at_step, or resume from the latest checkpoint).
 
-        Ctrl-C (terminal or notebook) finishes or discards the current step, saves a checkpoint and returns.
+        The run owns its output directory while it trains (a second run there is refused). Without `resume`, a
+        directory that already holds a run is refused, or with `overwrite` that run is moved aside (never
+        deleted). Ctrl-C (terminal or notebook) finishes or discards the current step, saves a checkpoint and
+        returns.
         """
+        self._answer_from_main(lambda: self._take_run_dir(resume, overwrite))  # a collective: every process calls
+        if self._lock is not None:
+            self._lock.training = True
+        try:
+            return self._train(resume)
+        finally:
+            if self._lock is not None:
+                self._lock.training = False
+                self._lock.release()
+
+    def _claim_lock(self) -> RunLock | None:
+        """Main process: the run directory's lock (a second run there is refused at once); others: none."""
+        lock = RunLock(self.run_dir) if self.accelerator.is_main_process else None
+        self._answer_from_main(lock.acquire if lock is not None else None)
+        return lock
+
+    def _take_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """Main process: hold the lock (again, after an earlier train()), then refuse a fresh run over a run or,
+        with `overwrite`, move the earlier run aside."""
+        if self._lock is None:
+            self._lock = RunLock(self.run_dir)
+        if not self._lock.held:
+            self._lock.acquire()
+        moved = refuse_or_replace_earlier_run(self.run_dir, resume, overwrite)
+        if moved is not None:
+            print(f"--overwrite: the earlier run in {self.run_dir} was moved to {moved}")
+
+    def _answer_from_main(self, action: Any) -> None:
+        """Run `action` on the main process; every process raises if it failed (the same message everywhere)."""
+        error = None
+        if self.accelerator.is_main_process and action is not None:
+            try:
+                action()
+            except OSError as exc:
+                error = exc
+        answer = gather_object([str(error) if error is not None else None])[0]
+        if error is not None:
+            raise error
+        if answer is not None:  # not the main process: it refused
+            raise RunDirBusy(answer)
+
+    def _train(self, resume: bool) -> TrainResult:
+        """The loop, once the run directory is this run's."""
         start = self._resume() if resume else 0
         self._start_logs(resumed=start > 0)
         for cb in self.callbacks:
@@ -374,7 +425,10 @@ class Trainer:
 
     def _resume(self) -> int:
         """Load the latest checkpoint of the run directory; returns its step (0 when there is none)."""
-        found = ckpt.latest_checkpoint(self.run_dir)
+        # the main process verifies and sets damaged checkpoints aside; every process loads the one it chose
+        chosen = ckpt.verified_latest_checkpoint(self.run_dir) if self.accelerator.is_main_process else None
+        name = gather_object([chosen.name if chosen is not None else None])[0]
+        found = self.run_dir / ckpt.CHECKPOINTS / name if name is not None else None
         if found is None:
             if self.accelerator.is_main_process:
                 print(f"--resume: no checkpoint in {self.run_dir / ckpt.CHECKPOINTS}; starting from step 0")
@@ -426,6 +480,8 @@ class Trainer:
             cb.on_train_end(self, result)
 
 
-def train(cfg: ORPOConfig, resume: bool = False, callbacks: Sequence[TrainerCallback] = ()) -> TrainResult:
+def train(
+    cfg: ORPOConfig, resume: bool = False, callbacks: Sequence[TrainerCallback] = (), overwrite: bool = False
+) -> TrainResult:
     """Build a Trainer from a config and run it."""
-    return Trainer(cfg, callbacks=callbacks).train(resume=resume)
+    return Trainer(cfg, callbacks=callbacks).train(resume=resume, overwrite=overwrite)

@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 from orpo_kit import checkpoint as ckpt
 from orpo_kit.config import resolve_config
 from orpo_kit.faults import NAN_AT
+from orpo_kit.manifest import MANIFEST
+from orpo_kit.run_dir import LOCK_FILE
 from orpo_kit.train import Trainer, read_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -116,11 +118,12 @@ def _assert_two_processes_and_one_writer(run_dir: Path, stdout: str) -> dict:
     steps = [r["step"] for r in read_metrics(run_dir)]
     assert steps == list(range(STEPS + 1)), f"one record per step expected (a second writer duplicates): {steps}"
     assert stdout.count("run directory :") == 1, stdout
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "metrics.jsonl"]
+    # the main process's lock file, and nothing from the other process
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE, "checkpoints", "config.yaml", "metrics.jsonl"]
+    assert f"pid {pids[0]} on " in (run_dir / LOCK_FILE).read_text()  # the main process held the lock
     files = sorted(p.name for p in ckpt.checkpoint_path(run_dir, STEPS).iterdir())
-    assert files == ["model", "optimizer.pt", "rng_state.pt", "rng_state_rank1.pt", "scheduler.pt", ckpt.STATE_FILE], (
-        files
-    )
+    want = [MANIFEST, "model", "optimizer.pt", "rng_state.pt", "rng_state_rank1.pt", "scheduler.pt", ckpt.STATE_FILE]
+    assert files == want, files
     return state
 
 

@@ -14,6 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from orpo_kit.config import ORPOConfig, resolve_config
+from orpo_kit.manifest import write_manifest
 from orpo_kit.models import build_tiny_model
 from orpo_kit.models.load import load_base_model
 from orpo_kit.runs import load_run
@@ -77,6 +78,7 @@ def test_pickled_adapter_in_a_run_is_refused_unless_allowed(tmp_path: Path) -> N
     expected = load_run(run).model.state_dict()  # from the safetensors adapter
     torch.save(load_file(folder / "adapter_model.safetensors"), folder / "adapter_model.bin")
     (folder / "adapter_model.safetensors").unlink()
+    write_manifest(folder.parent)  # a checkpoint written this way (manifest included), not a damaged one
     with pytest.raises(ValueError, match=r"checkpoint weights are pickle files only \(adapter_model\.bin\)"):
         load_run(run)
     (run / "config.yaml").write_text(yaml.safe_dump({**cfg.to_dict(), "allow_pickle_weights": True}))
