@@ -83,7 +83,9 @@ def test_a_second_run_on_a_locked_directory_is_refused_at_once_and_the_first_is_
     assert second.returncode == 2, second.stderr
     message = second.stderr.strip().splitlines()[-1]
     assert f"output_dir {shared} is in use by another run (pid {first.pid} on " in message, message
-    assert refused_after < 5 + 5, refused_after  # the refusal itself; process start-up (imports) is the rest
+    # refused while the first still trains (not after waiting for it); the time is printed, not asserted
+    assert first.poll() is None, "the first run ended before the second was refused: make it longer"
+    print(f"[run dir lock] second run refused {refused_after:.1f} s after its start (imports included)")
     assert first.wait(timeout=TIMEOUT) == 0, first.stderr.read()
     assert (
         subprocess.run(
