@@ -262,6 +262,23 @@ def run_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
+def _refuse_a_busy_output_dir(args: argparse.Namespace) -> None:
+    """A quick look at the lock of an --output-dir given on the command line (the run takes the lock itself later)."""
+    from .run_dir import RunDirBusy, RunLock
+
+    named = [o.split("=", 1)[1] for o in args.overrides if o.startswith(("output_dir=", "output-dir="))]
+    folder = Path(named[-1] if named else args.output_dir or "")
+    if not str(folder) or not folder.is_dir():
+        return
+    probe = RunLock(folder)
+    try:
+        probe.acquire()
+    except RunDirBusy as exc:
+        print(f"orpo-kit train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    probe.release()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `orpo-kit` console script."""
     parser = build_parser()
@@ -275,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and args.command == "train":  # the console script (never an in-process call): lean heap
         from .allocator import restart_with_lean_heap
 
+        _refuse_a_busy_output_dir(args)  # before the restart and the model: a busy directory is refused at once
         restart_with_lean_heap(["-m", "orpo_kit", *sys.argv[1:]])
     if args.command is None:
         parser.print_help()
