@@ -101,6 +101,10 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Print base vs tuned answers."""
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p {args.top_p:g}: must be in (0, 1]")
+    if args.temperature < 0:
+        raise ValueError(f"--temperature {args.temperature:g}: must be at least 0 (0 = greedy)")
     from .runs import load_run, side_by_side
     from .train import load_train_eval
 

@@ -106,7 +106,7 @@ class ORPOConfig:
     save_steps: int = 50
     save_total_limit: int = 3  # the newest K checkpoints are kept (and the best one), like transformers
     metric_for_best_model: str = "eval_rewards/accuracies"  # names checkpoints/best.json
-    greater_is_better: bool = True
+    greater_is_better: bool | None = None  # None: from the metric's name, as transformers (a loss: lower is better)
     output_dir: str = "runs/orpo"
     report_to: list[str] = field(default_factory=list)  # e.g. ["tensorboard"], ["wandb"]
     # Runtime
@@ -144,6 +144,8 @@ class ORPOConfig:
                 self.metric_for_best_model,
                 f"expected an eval metric: {', '.join('eval_' + m for m in METRIC_NAMES)}",
             )
+        if self.greater_is_better is None:
+            self.greater_is_better = not self.metric_for_best_model.endswith("loss")
         if self.max_prompt_length >= self.max_length:
             raise ConfigError(
                 "max_prompt_length",
@@ -262,7 +264,13 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     """A YAML mapping from a file, with the file named in every error."""
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data

@@ -35,6 +35,8 @@ def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     """'best' (falls back to the newest), 'latest', or a checkpoint folder."""
     if which not in ("best", "latest"):
         path = Path(which)
+        if not path.is_dir() and (Path(run_dir) / ckpt.CHECKPOINTS / which).is_dir():
+            path = Path(run_dir) / ckpt.CHECKPOINTS / which  # a checkpoint's name, looked up inside the run
         if not (path / ckpt.STATE_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a complete orpo_kit checkpoint")
         return path

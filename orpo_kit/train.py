@@ -420,7 +420,12 @@ class Trainer:
         value = metrics.get(self.cfg.metric_for_best_model)
         if step == self.step and value is not None:
             self._best_value = ckpt.mark_if_best(
-                self.run_dir, path, self.cfg.metric_for_best_model, value, self.cfg.greater_is_better, self._best_value
+                self.run_dir,
+                path,
+                self.cfg.metric_for_best_model,
+                value,
+                bool(self.cfg.greater_is_better),
+                self._best_value,
             )
 
     def _resume(self) -> int:

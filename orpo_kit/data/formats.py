@@ -291,10 +291,28 @@ def normalize_row(values: dict[str, Any], fmt: str, where: str, cmap: dict[str, 
     )
 
 
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "eval": "eval",
+    "evaluation": "eval",
+    "test": "eval",
+    "validation": "eval",
+    "valid": "eval",
+    "val": "eval",
+    "dev": "eval",
+}
+
+
 def _label(values: dict[str, Any], name: str) -> str | None:
-    """An optional text label (split, skill); other types are ignored."""
+    """An optional text label (split, skill); other types are ignored. Splits take their common names in any case
+    (test / validation / dev are eval); an unknown split name is kept as written, for the split check to name."""
     value = values.get(name)
-    return value if isinstance(value, str) else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if name == "split":
+        return SPLIT_NAMES.get(value.strip().lower(), value.strip())
+    return value
 
 
 def _scores(values: dict[str, Any]) -> tuple[float | None, float | None]:

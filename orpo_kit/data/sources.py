@@ -105,13 +105,14 @@ def _decode(path: Path, data: bytes) -> str:
 
 def file_type(path: Path) -> str:
     """The data extension of a file name, looking through a .gz ('train.jsonl.gz' -> '.jsonl')."""
-    return Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
+    return suffix.lower()
 
 
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed when gzip, without a UTF-8 byte-order mark."""
     data = path.read_bytes()
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
@@ -220,6 +221,8 @@ def read_rows(source: Any, split: str | None = None) -> tuple[str, list[RawRow]]
     if text == BUILTIN:
         return f"builtin ({builtin_path().name})", _file_rows(builtin_path())
     path = Path(text)
-    if path.exists() or file_type(path) in FILE_TYPES or text.startswith((".", "/", "~")):
+    # a path that looks local is never sent to the hub: it exists, has an extension, starts like a path, or has
+    # more folders than a hub id (owner/name)
+    if path.exists() or path.suffix or text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text:
         return str(path), _file_rows(path.expanduser())
     return text, _hub_rows(text, split)

@@ -266,8 +266,18 @@ def split_train_eval(
 
     Splitting by prompt means no eval prompt also occurs in training.
     """
-    if {p.split for p in pairs} == {"train", "eval"}:
-        return [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "eval"]
+    labels = {p.split for p in pairs}
+    if labels != {None}:  # the rows carry their own split: every row must say train or eval
+        unlabelled = [p for p in pairs if p.split not in ("train", "eval")]
+        if unlabelled:
+            first = unlabelled[0]
+            raise ValueError(
+                f"{len(unlabelled)} of {len(pairs)} pairs have no usable split label (train, or eval / test / "
+                f"validation / dev), e.g. {first.origin}: split {first.split!r}; label every row, or none "
+                "(then a seeded held-out fraction is the eval split)"
+            )
+        if labels == {"train", "eval"}:
+            return [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "eval"]
     prompts = sorted({p.prompt for p in pairs})
     random.Random(seed).shuffle(prompts)
     held_out = set(prompts[: max(1, round(len(prompts) * eval_fraction))])
