@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter number (malloc.h)
 DEFAULT_THRESHOLD = 4 << 20  # 4 MiB: activation-sized blocks get their own mapping; small ones stay in the heap
@@ -65,6 +66,19 @@ def lean_heap_active(env: Mapping[str, str] | None = None) -> bool:
         e.split("=", 1) for e in (os.environ if env is None else env).get("GLIBC_TUNABLES", "").split(":") if "=" in e
     )
     return all(tunables.get(k) == v for k, v in LEAN_HEAP_TUNABLES.items())
+
+
+def module_args(module: str, args: Sequence[str]) -> list[str]:
+    """Python arguments that run `module` as `python -m` would, importing orpo_kit from where this process did.
+
+    `python -m` puts the current folder first on sys.path, so a folder there named like the package (a checkout,
+    or the `orpo_kit` log folder a tracker writes into a run directory) would shadow the installed one.
+    """
+    home = str(Path(__file__).resolve().parent.parent)
+    code = (
+        f"import runpy, sys; sys.path[0] = {home!r}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    return ["-c", code, *args]
 
 
 def restart_with_lean_heap(python_args: Sequence[str]) -> None:

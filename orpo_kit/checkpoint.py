@@ -45,11 +45,22 @@ BEST_FILE = "best.json"  # names the best checkpoint by the eval metric; that ch
 
 
 def best_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint named best (by the configured eval metric), if it still exists."""
+    """The checkpoint named best (by the eval metric), if it still exists; a damaged best.json is named and ignored."""
+    import sys
+
     pointer = Path(run_dir) / CHECKPOINTS / BEST_FILE
     if not pointer.is_file():
         return None
-    path = Path(run_dir) / CHECKPOINTS / json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    try:
+        path = Path(run_dir) / CHECKPOINTS / json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    except (ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or UTF-8; the others: no name in it
+        reason = f"not valid JSON ({exc})" if isinstance(exc, ValueError) else "it names no checkpoint"
+        print(
+            f"orpo-kit: warning: ignoring {pointer}: {reason}; the newest checkpoint is used instead "
+            "(delete the file, or let the next evaluation in training rewrite it)",
+            file=sys.stderr,
+        )
+        return None
     return path if (path / STATE_FILE).is_file() else None
 
 
@@ -74,11 +85,20 @@ def mark_if_best(
     if best_value is None:
         best = best_checkpoint(run_dir)
         if best is not None:
-            best_value = json.loads((best.parent / BEST_FILE).read_text(encoding="utf-8"))["value"]
+            best_value = _best_field(best.parent / BEST_FILE, "value")
     if best_value is None or (value > best_value if greater_is_better else value < best_value):
         mark_best(run_dir, checkpoint, metric, value)
         return value
     return best_value
+
+
+def _best_field(pointer: Path, key: str) -> Any:
+    """One field of best.json, or None when the file is missing, damaged or lacks it (best_checkpoint warns)."""
+    try:
+        found = json.loads(pointer.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return found.get(key) if isinstance(found, dict) else None
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -185,7 +205,7 @@ def save_checkpoint(
         shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
-    _prune(Path(run_dir), keep_last)
+    _prune(Path(run_dir), keep_last, final)
     return final
 
 
@@ -210,7 +230,7 @@ def verified_latest_checkpoint(run_dir: str | Path, say: Callable[[str], None] =
         if not problems:
             return folder
         pointer = run_dir / CHECKPOINTS / BEST_FILE
-        names_it = pointer.is_file() and json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"] == folder.name
+        names_it = _best_field(pointer, "checkpoint") == folder.name
         moved = set_aside(folder, run_dir)
         if names_it:
             pointer.unlink()
@@ -256,11 +276,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _prune(run_dir: Path, keep_last: int) -> None:
-    """Delete old checkpoints and leftovers of interrupted saves by other processes."""
-    best = best_checkpoint(run_dir)
-    for old in list_checkpoints(run_dir)[: -max(1, keep_last)]:  # the newest always stays
-        if old != best:
+def _prune(run_dir: Path, keep_last: int, just_written: Path | None = None) -> None:
+    """Delete old checkpoints and leftovers of interrupted saves by other processes.
+
+    Never the one just written (the run's newest, whatever its number beside others) nor the best one.
+    """
+    keep = {just_written, best_checkpoint(run_dir)}
+    for old in list_checkpoints(run_dir)[: -max(1, keep_last)]:
+        if old not in keep:
             shutil.rmtree(old, ignore_errors=True)
     for leftover in (run_dir / CHECKPOINTS).glob(".tmp-*"):
         if not leftover.name.endswith(f"-{os.getpid()}"):

@@ -109,7 +109,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from .train import load_train_eval
 
     run = load_run(args.run_dir, args.checkpoint)
-    prompts = args.prompt or [p.prompt for p in load_train_eval(run.cfg)[1][:5]]
+    prompts = args.prompt or [p.prompt_messages for p in load_train_eval(run.cfg)[1][:5]]
     rows = side_by_side(
         run, prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p
     )
@@ -181,7 +181,9 @@ def run_merge(args: argparse.Namespace) -> int:
 
     from .runs import merge_run
 
-    out = merge_run(args.run_dir, args.out_dir, args.checkpoint, dtype=getattr(torch, args.dtype))
+    out = merge_run(
+        args.run_dir, args.out_dir, args.checkpoint, dtype=getattr(torch, args.dtype), overwrite=args.overwrite
+    )
     print(f"merged model saved to {out} (load with AutoModelForCausalLM.from_pretrained)")
     return 0
 
@@ -220,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("out_dir")
     m.add_argument("--checkpoint", default="best", help="best (default), latest, or a checkpoint folder")
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    m.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty OUT_DIR (moved aside, not deleted)",
+    )
     from .bench import add_arguments as add_bench_arguments  # stdlib-only import: cheap
 
     add_bench_arguments(
@@ -243,7 +250,7 @@ def _version() -> str:
 def run_train(args: argparse.Namespace) -> int:
     """Resolve the config, train, and print where everything went."""
     from .allocator import is_glibc, lean_heap_active
-    from .config import parse_overrides, resolve_config
+    from .config import ORPOConfig, parse_overrides, resolve_config
     from .train import CONFIG_FILE, METRICS_FILE, train
 
     flags = [
@@ -252,32 +259,40 @@ def run_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None
     ]
     overrides = parse_overrides(flags + args.overrides)  # KEY=VALUE after the flags: it wins, as the README says
-    preset = args.preset or (None if args.config else DEFAULT_PRESET)
-    cfg = resolve_config(preset, args.config, overrides, overrides_source="the command line")
+    preset, config_file = args.preset or (None if args.config else DEFAULT_PRESET), args.config
+    run_config = Path(str(overrides.get("output_dir", ORPOConfig.output_dir))) / CONFIG_FILE
+    if args.resume and not args.preset and not args.config and run_config.is_file():
+        preset, config_file = None, run_config  # --resume alone continues the run as it was configured
+    cfg = resolve_config(preset, config_file, overrides, overrides_source="the command line")
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if not result.is_main_process:  # `accelerate launch`: one report, from the main process
-        return 130 if result.interrupted else 0
+        return result.exit_code
     run = Path(cfg.output_dir)
     print(f"\nrun directory : {run}\nmetrics       : {run / METRICS_FILE}\nconfig        : {run / CONFIG_FILE}")
     print(f"checkpoint    : {result.last_checkpoint}")
     if is_glibc():
         print(f"C heap        : {'lean (glibc small-block caches off)' if lean_heap_active() else 'glibc defaults'}")
     print(result.summary())
-    return 130 if result.interrupted else 0
+    return result.exit_code
 
 
 def _refuse_a_busy_output_dir(args: argparse.Namespace) -> None:
-    """A quick look at the lock of an --output-dir given on the command line (the run takes the lock itself later)."""
-    from .run_dir import RunDirBusy, RunLock
+    """A quick look at an --output-dir given on the command line, before the restart and the model: a shared
+    folder or one a run holds is refused at once (the run checks again and takes the lock itself later)."""
+    from .run_dir import RunDirBusy, RunLock, refuse_a_shared_folder
 
     named = [o.split("=", 1)[1] for o in args.overrides if o.startswith(("output_dir=", "output-dir="))]
-    folder = Path(named[-1] if named else args.output_dir or "")
-    if not str(folder) or not folder.is_dir():
+    text = named[-1] if named else args.output_dir or ""
+    folder = Path(text)
+    if not text.strip():  # none given, or empty: the config refuses an empty one with its own message
         return
-    probe = RunLock(folder)
     try:
+        refuse_a_shared_folder(text)
+        if not folder.is_dir():
+            return
+        probe = RunLock(folder)
         probe.acquire()
-    except RunDirBusy as exc:
+    except (RunDirBusy, ValueError) as exc:
         print(f"orpo-kit train: error: {exc}", file=sys.stderr)
         sys.exit(2)
     probe.release()
@@ -294,10 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     if argv is None and args.command == "train":  # the console script (never an in-process call): lean heap
-        from .allocator import restart_with_lean_heap
+        from .allocator import module_args, restart_with_lean_heap
 
         _refuse_a_busy_output_dir(args)  # before the restart and the model: a busy directory is refused at once
-        restart_with_lean_heap(["-m", "orpo_kit", *sys.argv[1:]])
+        restart_with_lean_heap(module_args("orpo_kit", sys.argv[1:]))
     if args.command is None:
         parser.print_help()
         return 0

@@ -182,6 +182,16 @@ class ORPOConfig:
         """A copy with some fields changed (aliases such as beta accepted)."""
         return dataclasses.replace(self, **_canonical(changes, source="arguments"))
 
+    def with_absolute_paths(self) -> ORPOConfig:
+        """A copy whose local model, tokenizer and data paths are absolute: a run's config.yaml then means the
+        same files from any folder (eval, generate and --resume run from elsewhere)."""
+        changes: dict[str, Any] = {}
+        for name in ("model_name_or_path", "tokenizer_name_or_path", "data", "eval_data"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value not in ("tiny", "builtin") and Path(value).expanduser().exists():
+                changes[name] = str(Path(value).expanduser().resolve())
+        return dataclasses.replace(self, **changes) if changes else self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, ready for YAML or a tracker."""
         return dataclasses.asdict(self)

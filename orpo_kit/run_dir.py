@@ -17,8 +17,20 @@ METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 
 
+def refuse_a_shared_folder(path: str) -> None:
+    """A run needs a folder of its own: never the current folder, one above it, the home folder or the root."""
+    here, target = Path.cwd().resolve(), Path(path).expanduser().resolve()
+    if target == here or target in here.parents or target == Path.home().resolve():
+        what = "the current folder" if target == here else f"a folder that holds other things ({target})"
+        raise ValueError(
+            f"output_dir={path!r} is {what}: a run writes config.yaml, metrics.jsonl and checkpoints/ into its "
+            "folder, so name one of its own, e.g. --output-dir runs/my-run"
+        )
+
+
 def prepare_output_dir(path: str) -> Path:
     """Create the run directory now, so an unwritable location fails before any work."""
+    refuse_a_shared_folder(path)
     run_dir = Path(path)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +88,12 @@ class TrainResult:
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     is_main_process: bool = True  # under `accelerate launch`, only the main process reports
+    stop_signal: int | None = None  # what stopped an interrupted run: SIGINT (Ctrl-C), SIGTERM, SIGHUP
+
+    @property
+    def exit_code(self) -> int:
+        """0 when finished; 128 + the signal when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), as shells do."""
+        return 128 + (self.stop_signal or 2) if self.interrupted else 0
 
     def summary(self) -> str:
         """One line: steps, final loss, eval reward accuracy before -> after."""

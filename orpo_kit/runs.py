@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -86,22 +90,40 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype |
     return LoadedRun(model, tokenizer, cfg, path)
 
 
+Prompt = str | list[dict[str, str]]  # a user message, or messages (system, earlier turns) as the data holds them
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """Chat messages of a prompt: a string is one user message; messages are used as they are."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+
+def shown(prompt: Prompt) -> str:
+    """A prompt as text for a table or a printout (each message on a line of its own, with its role)."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0]["role"] == "user":
+        return prompt[0]["content"]
+    return "\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
 @torch.no_grad()
 def generate(
     model: Any,
     tokenizer: Any,
-    prompts: list[str],
+    prompts: Sequence[Prompt],
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     top_p: float = 1.0,
     seed: int = 0,
 ) -> list[str]:
-    """Answers to user prompts through the chat template (greedy at temperature 0), one at a time."""
+    """Answers to prompts through the chat template, as training saw them (system message and earlier turns
+    included), greedy at temperature 0, one at a time."""
     answers = []
     device = next(model.parameters()).device
     for prompt in prompts:
         ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            as_messages(prompt), add_generation_prompt=True, return_tensors="pt", return_dict=True
         )["input_ids"].to(device)
         torch.manual_seed(seed)
         sampling = (
@@ -119,7 +141,7 @@ def generate(
     return answers
 
 
-def side_by_side(run: LoadedRun, prompts: list[str], **kwargs: Any) -> list[dict[str, str]]:
+def side_by_side(run: LoadedRun, prompts: Sequence[Prompt], **kwargs: Any) -> list[dict[str, str]]:
     """Base and tuned answers to the same prompts (the base is the adapter switched off, or a fresh base)."""
     tuned = generate(run.model, run.tokenizer, prompts, **kwargs)
     if run.is_adapter:
@@ -127,7 +149,7 @@ def side_by_side(run: LoadedRun, prompts: list[str], **kwargs: Any) -> list[dict
             base = generate(run.model, run.tokenizer, prompts, **kwargs)
     else:
         base = generate(_base_model(run.cfg, run.tokenizer).eval(), run.tokenizer, prompts, **kwargs)
-    return [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, base, tuned, strict=True)]
+    return [{"prompt": shown(p), "base": b, "tuned": t} for p, b, t in zip(prompts, base, tuned, strict=True)]
 
 
 MODEL_CARD = """---
@@ -147,22 +169,72 @@ Load with plain transformers: `AutoModelForCausalLM.from_pretrained("{name}")`; 
 
 
 def merge_run(
-    run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best", dtype: torch.dtype = torch.float32
+    run_dir: str | Path,
+    out_dir: str | Path,
+    checkpoint: str = "best",
+    dtype: torch.dtype = torch.float32,
+    overwrite: bool = False,
 ) -> Path:
     """Merge a LoRA run into full weights and save safetensors, tokenizer, chat template and a model card,
     loadable by plain transformers. A QLoRA run merges into the original full-precision base weights in
-    `dtype` (not the 4-bit rounding it trained on), as is usual for QLoRA merges."""
+    `dtype` (not the 4-bit rounding it trained on), as is usual for QLoRA merges.
+
+    A folder that already holds files is refused, or with `overwrite` moved aside to <out>.replaced-<time>
+    once the merged model is complete: files the merge did not write are never touched.
+    """
+    out = Path(out_dir)
+    _refuse_a_filled_folder(out, overwrite)
     run = load_run(run_dir, checkpoint, dtype=dtype)
     if not run.is_adapter:
         raise ValueError(f"{run.checkpoint} holds full weights already; nothing to merge")
     merged = run.model.merge_and_unload()
-    out = Path(out_dir)
-    merged.save_pretrained(out, safe_serialization=True)
-    run.tokenizer.save_pretrained(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        run.tokenizer.save_pretrained(tmp)
+        _write_model_card(tmp, out.name, run, dtype)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.is_dir() and any(out.iterdir()):
+        print(f"--overwrite: the earlier contents of {out} were moved to {_move_aside(out)}")
+    elif out.is_dir():
+        out.rmdir()
+    os.replace(tmp, out)
+    return out
+
+
+def _refuse_a_filled_folder(out: Path, overwrite: bool) -> None:
+    """A merge goes into a new or empty folder, unless the user asked to replace what is there."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file, not a folder: pick another output folder for the merged model")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        names = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        raise FileExistsError(
+            f"{out} is not empty ({shown}): pick a new folder, or pass --overwrite (Python: overwrite=True), "
+            f"which moves what is there to {out.name}.replaced-<time> beside it instead of deleting it"
+        )
+
+
+def _move_aside(folder: Path) -> Path:
+    """Rename a folder to <folder>.replaced-<time> (a free name), keeping everything in it."""
+    target = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 1
+    while target.exists():
+        target = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}~{suffix}")
+        suffix += 1
+    folder.rename(target)
+    return target
+
+
+def _write_model_card(folder: Path, name: str, run: LoadedRun, dtype: torch.dtype) -> None:
+    """README.md of a merged model: where it came from and how it was trained."""
     cfg = run.cfg
-    (out / "README.md").write_text(
+    (folder / "README.md").write_text(
         MODEL_CARD.format(
-            name=out.name,
+            name=name,
             base=cfg.model_name_or_path,
             checkpoint=run.checkpoint.name,
             lam=cfg.orpo_lambda,
@@ -174,7 +246,6 @@ def merge_run(
         ),
         encoding="utf-8",
     )
-    return out
 
 
 def _eval_model(
@@ -187,7 +258,7 @@ def _eval_model(
         "reward_accuracy": reward_accuracy(score_pairs(model, tokenized, tokenizer.pad_token_id, pairs=pairs))
     }
     if with_generation:
-        answers = generate(model, tokenizer, [p.prompt for p in pairs], max_new_tokens=max_new_tokens)
+        answers = generate(model, tokenizer, [p.prompt_messages for p in pairs], max_new_tokens=max_new_tokens)
         result["generation"] = generation_scores(answers, pairs)
     return result
 
@@ -217,6 +288,9 @@ def evaluate_run(
     if include_base and run.is_adapter:
         with run.model.disable_adapter():
             out["base"] = _eval_model(run.model, run.tokenizer, evals, tokenized, max_new_tokens, with_generation)
+    elif include_base:  # a full fine-tune: the base is the model it started from
+        base = _base_model(cfg, run.tokenizer).eval()
+        out["base"] = _eval_model(base, run.tokenizer, evals, tokenized, max_new_tokens, with_generation)
     return out
 
 

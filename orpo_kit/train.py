@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -31,9 +33,10 @@ from .guards import (
     nonfinite_message,
     refuse_sharded_training,
 )
-from .interrupts import SigintHold
+from .interrupts import SigintHold, signal_name
 from .layouts import PairBatch, choose_layout
 from .loss import METRIC_NAMES
+from .resume_check import check_resume_config
 from .run_dir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -67,6 +70,13 @@ __all__ = [
 ]
 
 
+def runs_on_cpu(device: str) -> bool:
+    """Whether accelerate must be told to use the CPU: asked for, or `auto` in a launch of several processes on a
+    machine without CUDA (left alone, accelerate would run each process as an independent single-process run)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return device == "cpu" or (device == "auto" and launched and not torch.cuda.is_available())
+
+
 class Trainer:
     """ORPO training: seeded data order, gradient accumulation, clipping, warm-up, eval, logs, checkpoints."""
 
@@ -82,12 +92,12 @@ class Trainer:
     ) -> None:
         from .models import load_model, load_tokenizer
 
-        self.cfg = cfg
+        self.cfg = cfg.with_absolute_paths()  # config.yaml and checkpoints then work from any folder
         self.callbacks = list(callbacks) + faults.from_environment()  # test-only faults: none unless asked
         self.run_dir = prepare_output_dir(cfg.output_dir)
         self._lock: RunLock | None = None
         self.accelerator = Accelerator(
-            cpu=cfg.device == "cpu",
+            cpu=runs_on_cpu(cfg.device),
             mixed_precision=cfg.mixed_precision,
             log_with=cfg.report_to or None,
             project_dir=str(self.run_dir),
@@ -139,12 +149,17 @@ class Trainer:
             policy=cfg.data_policy,
         )
         self.train_data = tokenize_pairs(self.tokenizer, train_pairs, **limits)
-        self.eval_data = tokenize_pairs(self.tokenizer, eval_pairs, **limits)
-        self._check_data_size()
-        if (loaded or self.data_report.dropped) and self.accelerator.is_main_process:
+        self.eval_data = tokenize_pairs(
+            self.tokenizer, eval_pairs, **{**limits, "report": self.data_report.eval_side or self.data_report}
+        )
+        eval_side = self.data_report.eval_side
+        if (
+            loaded or self.data_report.dropped or (eval_side and eval_side.dropped)
+        ) and self.accelerator.is_main_process:
             skills = skill_counts(train_pairs + eval_pairs)
             inspection = DataInspection(self.data_report, len(self.train_data), len(self.eval_data), None, skills)
             print("\n".join(inspection.lines()))
+        self._check_data_size()  # after the report, which explains what was dropped
 
     @property
     def global_batch_size(self) -> int:
@@ -160,7 +175,10 @@ class Trainer:
                 f"({self.global_batch_size}); lower the batch size or add data"
             )
         if not self.eval_data:
-            raise ValueError("the eval split is empty; pass --eval-data or raise eval_fraction")
+            raise ValueError(
+                "the eval split is empty (see what was dropped in the data report above); "
+                "pass --eval-data or raise eval_fraction"
+            )
 
     # ---- data order -------------------------------------------------------------------------------------
     def micro_batches(self, step: int) -> list[list[int]]:
@@ -277,7 +295,8 @@ class Trainer:
         if self._lock is not None:
             self._lock.training = True
         try:
-            return self._train(resume)
+            with self._sigint.stop_signals():
+                return self._train(resume)
         finally:
             if self._lock is not None:
                 self._lock.training = False
@@ -338,19 +357,31 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_step_end(self)
                 if self.step % self.cfg.save_steps == 0 or self.step == end:
-                    result.last_checkpoint, last_saved = self.save(), self.step
+                    with self._sigint.hold():
+                        result.last_checkpoint, last_saved = self.save(), self.step
                 bar.update(1)
                 if "loss" in result.final_train:
                     bar.set_postfix(
                         loss=f"{result.final_train['loss']:.4f}", acc=f"{result.final_train['rewards/accuracies']:.2f}"
                     )
-                if self._sigint.pending:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
+                self._sigint.raise_if_pending()
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP (interrupts.Stopped)
             result.interrupted = True
+            result.stop_signal = getattr(exc, "signum", signal.SIGINT)
             self.optimizer.zero_grad(set_to_none=True)
-            if last_saved != self.step and self.step > 0:
-                result.last_checkpoint = self.save()
+            with self._sigint.hold():  # a second signal does not cut the save short
+                if last_saved != self.step and self.step > 0:
+                    result.last_checkpoint = self.save()
+            if self.accelerator.is_main_process:
+                tqdm.write(
+                    f"orpo-kit: stopped by {signal_name(result.stop_signal)} after step {self.step}; "
+                    + (
+                        f"checkpoint {result.last_checkpoint}; continue with --resume"
+                        if result.last_checkpoint
+                        else "no step had finished, nothing to save"
+                    ),
+                    file=sys.stderr,
+                )
             record, self._unlogged = self._unlogged, None
             if record is not None:
                 self._log(record)  # the finished step's training record, so resumed logs have no gap
@@ -438,6 +469,10 @@ class Trainer:
             if self.accelerator.is_main_process:
                 print(f"--resume: no checkpoint in {self.run_dir / ckpt.CHECKPOINTS}; starting from step 0")
             return 0
+        saved = json.loads((found / ckpt.STATE_FILE).read_text(encoding="utf-8"))
+        notes = check_resume_config(saved.get("config", {}), self.cfg, int(saved["step"]), found)
+        if notes and self.accelerator.is_main_process:
+            print("--resume: changed settings: " + "; ".join(notes))
         ckpt.load_weights(self.accelerator.unwrap_model(self.model), found)
         state = ckpt.load_trainer_state(found, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
         self.step = int(state["step"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import ORPOConfig
 from .data import DataReport, PreferencePair, TokenizedPair, drop_eval_overlap, load_pairs, split_train_eval
+from .data.sources import BUILTIN, builtin_path
 
 
 def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[PreferencePair], DataReport]:
@@ -23,13 +25,33 @@ def load_train_eval(cfg: ORPOConfig) -> tuple[list[PreferencePair], list[Prefere
     if cfg.eval_data:
         evals, eval_report = load_pairs(cfg.eval_data, split=cfg.eval_data_split, **opts)
         train, evals = [p for p in pairs if p.split != "eval"], [p for p in evals if p.split != "train"]
-        report.dropped.update(eval_report.dropped)
-        for kind, examples in eval_report.examples.items():
-            report.examples.setdefault(kind, examples)
+        report.eval_side = eval_report  # each file's rows counted in its own report
     else:
         train, evals = split_train_eval(pairs, cfg.eval_fraction, cfg.seed)
-    evals = drop_eval_overlap(train, evals, report, cfg.data_policy)
-    return train[: cfg.max_train_pairs], evals[: cfg.max_eval_pairs], report
+    kept = drop_eval_overlap(train, evals, report.eval_side or report, cfg.data_policy)
+    if evals and not kept:
+        raise ValueError(_all_eval_overlap(cfg, len(train), len(evals)))
+    return train[: cfg.max_train_pairs], kept[: cfg.max_eval_pairs], report
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two data sources name one local file ("builtin" included)."""
+    paths = [builtin_path() if s == BUILTIN else Path(s).expanduser() for s in (a, b)]
+    return all(p.is_file() for p in paths) and paths[0].resolve() == paths[1].resolve()
+
+
+def _all_eval_overlap(cfg: ORPOConfig, n_train: int, n_eval: int) -> str:
+    """Why no eval pair is left when every eval prompt also occurs in training, with the counts and what to do."""
+    dropped = (
+        f"all {n_eval} eval pairs were dropped as duplicates of the {n_train} training pairs (eval_overlap: "
+        "their prompts occur in training), so no eval split is left"
+    )
+    if cfg.eval_data and same_file(cfg.eval_data, cfg.data):
+        what = f"--eval-data {cfg.eval_data} is the training file (--data {cfg.data})"
+        return f"{what}: {dropped}; pass another file, or no --eval-data to hold out eval_fraction of the prompts"
+    if cfg.eval_data:
+        return f"--eval-data {cfg.eval_data}: {dropped}; pass eval pairs with other prompts"
+    return f"{cfg.data}: {dropped}; label as eval only rows whose prompts have no train rows"
 
 
 def length_grouped(order: list[int], lengths: list[int], batch_size: int, megabatch_batches: int = 50) -> list[int]:

@@ -83,7 +83,7 @@ def test_the_console_script_restarts_train_but_in_process_calls_never_do(monkeyp
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--max-steps", "1"])
     with pytest.raises(Restarted):
         cli.main()
-    assert calls == [["-m", "orpo_kit", "train", "--max-steps", "1"]]
+    assert calls == [allocator.module_args("orpo_kit", ["train", "--max-steps", "1"])]
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "presets"])
     assert cli.main() == 0  # other commands: no restart
     assert cli.main(["presets"]) == 0

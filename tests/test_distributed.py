@@ -197,3 +197,17 @@ def test_shipped_accelerate_configs_parse_and_sharded_ones_are_refused() -> None
             refuse_sharded_training(kinds[name])
     for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
         refuse_sharded_training(kind)  # accepted
+
+
+def test_0_the_readme_command_with_device_auto_trains_one_run_of_two_processes(tmp_path: Path) -> None:
+    """The README's launch line as typed (no device=cpu): on a machine without CUDA it must still be one DDP run
+    of two processes, never two independent single-process runs writing into one folder."""
+    if torch.cuda.is_available():
+        pytest.skip("checks the machine without CUDA")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port"]
+    cmd += [str(_free_port()), "-m", "orpo_kit", "train", "--preset", "tiny", "--output-dir", "r"]
+    cmd += [f"{k}={v}" for k, v in COMMON.items() if k != "device"] + ["per_device_train_batch_size=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    _assert_two_processes_and_one_writer(tmp_path / "r", done.stdout)

@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..allocator import restart_with_lean_heap
+from ..allocator import module_args, restart_with_lean_heap
 from .machine import busy_warning, machine_info, measure_matmul_rate
 from .plan import (
     BATCH_PAIRS,
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--worker"]:
         spec = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
         if IMPLS[spec["impl"]] is not None:  # an orpo_kit run: the same process setup as `orpo-kit train`
-            restart_with_lean_heap(["-m", "orpo_kit.bench", *argv])
+            restart_with_lean_heap(module_args("orpo_kit.bench", argv))
         record = run_worker(spec)
         Path(spec["result_path"]).write_text(json.dumps(record), encoding="utf-8")
         return 0

@@ -3,7 +3,7 @@
 from .formats import FORMATS, PreferencePair, RowProblem, detect_format, normalize_row
 from .sources import DataSourceError, read_rows
 from .stats import DataInspection, LengthStats, inspect_data, length_stats, skill_counts
-from .tokenize import TokenizedPair, render_ids, tokenize_pair, tokenize_pairs
+from .tokenize import RenderedPair, TokenizedPair, render_ids, render_pairs, tokenize_pair, tokenize_pairs, truncate
 from .validate import (
     DAMAGE,
     DEFAULT_MAX_BAD_FRACTION,
@@ -37,6 +37,7 @@ __all__ = [
     "DataSourceError",
     "LengthStats",
     "PreferencePair",
+    "RenderedPair",
     "RowProblem",
     "TokenizedPair",
     "detect_format",
@@ -49,8 +50,10 @@ __all__ = [
     "pairs_from_rows",
     "read_rows",
     "render_ids",
+    "render_pairs",
     "skill_counts",
     "split_train_eval",
     "tokenize_pair",
     "tokenize_pairs",
+    "truncate",
 ]

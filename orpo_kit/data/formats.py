@@ -81,6 +81,19 @@ def detect_format(columns: set[str], sample: dict[str, Any]) -> str:
     )
 
 
+def check_encodable(text: str, where: str) -> str:
+    """The text unchanged, or a "bad_text" RowProblem when it cannot be written as UTF-8 (a lone surrogate)."""
+    try:  # JSON may escape half a surrogate pair (\ud800); tokenizers cannot read it
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowProblem(
+            "bad_text",
+            f"{where}: text holds {text[exc.start]!r} at character {exc.start}, half of a surrogate pair, which is "
+            "not valid Unicode; fix or remove that escape",
+        ) from None
+    return text
+
+
 def _text(values: dict[str, Any], name: str, where: str, allow_empty: bool = False) -> str:
     """A string field, or a RowProblem naming the row and field."""
     if name not in values or values[name] is None:
@@ -88,6 +101,7 @@ def _text(values: dict[str, Any], name: str, where: str, allow_empty: bool = Fal
     value = values[name]
     if not isinstance(value, str):
         raise RowProblem("wrong_type", f"{where}, field {name!r}: expected a string, got {type(value).__name__}")
+    check_encodable(value, f"{where}, field {name!r}")
     if not allow_empty and not value.strip():
         kind = "empty_prompt" if name in ALIASES["prompt"] else "empty_completion"
         raise RowProblem(kind, f"{where}, field {name!r}: empty text")
@@ -109,6 +123,7 @@ def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
                 f"{where}, field {name!r}, message {i}: unknown role {m['role']!r} "
                 f"(expected one of {', '.join(ROLES)})",
             )
+        check_encodable(m["content"], f"{where}, field {name!r}, message {i}")
         if m["role"] == "system" and not m["content"].strip():
             continue  # an empty system prompt is the same as none (Orca's many "" system fields)
         out.append({"role": m["role"], "content": m["content"]})
@@ -204,6 +219,7 @@ def _system(values: dict[str, Any], where: str) -> list[dict[str, str]]:
         return []
     if not isinstance(system, str):
         raise RowProblem("wrong_type", f"{where}, field 'system': expected a string, got {type(system).__name__}")
+    check_encodable(system, f"{where}, field 'system'")
     return [{"role": "system", "content": system}] if system.strip() else []
 
 
@@ -212,7 +228,7 @@ def _mapped(values: dict[str, Any], where: str, cmap: dict[str, str]) -> tuple[l
     prompt = _text(values, cmap["prompt"], where)
     extra = values.get("input") if cmap["prompt"] == "instruction" else None
     if isinstance(extra, str) and extra.strip():
-        prompt = f"{prompt}\n\n{extra}"
+        prompt = f"{prompt}\n\n{_text(values, 'input', where)}"
     messages = _system(values, where) + [{"role": "user", "content": prompt}]
     return messages, _text(values, cmap["chosen"], where), _text(values, cmap["rejected"], where)
 

@@ -2,8 +2,9 @@
 
 Every row comes back with a `where` label for messages: text files count lines from 1 as in an editor
 ("line 3"); tables (JSON lists, Parquet, datasets, DataFrames, Python lists) count rows from 0 ("row 0").
-Damage that concerns a single line (bad JSON, bad UTF-8) becomes a row-level problem, so a drop policy can
-skip it; damage to the whole source (missing, a directory, empty, unreadable) raises `DataSourceError`.
+Damage that concerns a single line (bad JSON, bad UTF-8, a CSV row longer than its header) becomes a row-level
+problem, so a drop policy can skip it; damage to the whole source (missing, a directory, empty, unreadable)
+raises `DataSourceError`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import csv
 import gzip
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -151,13 +153,34 @@ def _file_rows(path: Path) -> list[RawRow]:
 
 
 def _csv_rows(path: Path, text: str) -> list[RawRow]:
-    """CSV rows named by the editor line where each starts (the header is line 1)."""
+    """CSV rows named by the editor line where each starts (the header is line 1); too many fields: a row problem."""
     reader = csv.DictReader(io.StringIO(text))
     rows, start = [], 2
-    for row in reader:
-        rows.append(RawRow(f"{path}, line {start}", dict(row)))
-        start = reader.line_num + 1
+    try:
+        for row in reader:
+            where = f"{path}, line {start}"
+            extra = row.pop(None, None)  # DictReader files surplus fields under the key None
+            if extra is None:
+                rows.append(RawRow(where, dict(row)))
+            else:
+                rows.append(RawRow(where, None, ("extra_fields", _extra_fields(where, reader.fieldnames, extra))))
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataSourceError(f"{path}, line {reader.line_num}: not readable as CSV ({exc})") from None
     return rows
+
+
+def _extra_fields(where: str, header: Sequence[str] | None, extra: Sequence[str]) -> str:
+    """Message for a CSV row longer than its header, guessing the cause from the header."""
+    names = list(header or [])
+    separator = next((s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]), None)
+    hint = (
+        f"the header is one field holding {separator!r}: the file looks separated by {separator!r}, not commas; "
+        "save it as comma-separated CSV"
+        if separator
+        else "put any field that holds a comma in double quotes"
+    )
+    return f"{where}: {len(names) + len(extra)} fields but the header (line 1) has {len(names)}; {hint}"
 
 
 def _json_rows(path: Path, data: bytes) -> list[RawRow]:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .formats import PreferencePair, RowProblem
-from .tokenize import render_ids, tokenize_pair
+from .tokenize import check_limits, iter_rendered, truncate
 from .validate import (
     DEFAULT_MAX_BAD_FRACTION,
     DataReport,
@@ -78,17 +78,18 @@ def length_stats(
     report: DataReport | None = None,
     policy: str | dict | None = "default",
 ) -> LengthStats:
-    """Measure every pair through the chat template and count what the limits would cut (pairs that cannot
-    fit at all are raised or dropped into the report, as training would)."""
+    """Measure every pair through the chat template (once per pair, encoded in batches) and count what the
+    limits would cut; pairs that training would refuse (too long, or the same answers once cut) are raised or
+    dropped into the report, as training would."""
+    check_limits(max_length, max_prompt_length, min_completion_tokens)
     stats, pol = LengthStats(unique_prompts=len({p.prompt for p in pairs})), resolve_policy(policy)
     report = report if report is not None else DataReport(source="pairs")
-    for pair in pairs:
-        prompt, chosen, rejected = render_ids(tokenizer, pair)
-        stats.prompt.append(len(prompt))
-        stats.chosen.append(len(chosen))
-        stats.rejected.append(len(rejected))
+    for pair, rendered in iter_rendered(tokenizer, pairs, report, desc="measuring"):
+        stats.prompt.append(len(rendered.prompt_ids))
+        stats.chosen.append(len(rendered.chosen_ids))
+        stats.rejected.append(len(rendered.rejected_ids))
         try:
-            tok = tokenize_pair(tokenizer, pair, max_length, max_prompt_length, min_completion_tokens)
+            tok = truncate(rendered, pair.origin, max_length, max_prompt_length, min_completion_tokens)
         except RowProblem as problem:
             report.record(problem, pol)
             continue

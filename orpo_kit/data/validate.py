@@ -14,6 +14,8 @@ from .sources import DataSourceError, RawRow, read_rows
 PROBLEMS: dict[str, str] = {
     "bad_json": "line is not valid JSON",
     "encoding": "line is not valid UTF-8",
+    "bad_text": "text that is not valid Unicode: a lone surrogate",
+    "extra_fields": "CSV row with more fields than its header",
     "wrong_type": "row or field has the wrong type",
     "missing_field": "required field missing",
     "empty_prompt": "empty prompt or prompt turn",
@@ -26,12 +28,15 @@ PROBLEMS: dict[str, str] = {
     "duplicate": "duplicate pair",
     "low_margin": "score margin below the minimum",
     "too_long": "cannot fit the length limits",
+    "same_after_truncation": "chosen and rejected are the same tokens after truncation",
     "eval_overlap": "eval prompt also in the training split",
 }
 # Damage: a row that is malformed. A few are normal in published data; many mean the wrong file or format.
 DAMAGE = (
     "bad_json",
     "encoding",
+    "bad_text",
+    "extra_fields",
     "wrong_type",
     "missing_field",
     "empty_prompt",
@@ -48,7 +53,7 @@ ACTIONS = ("raise", "drop", "keep")
 DEFAULT_MAX_BAD_FRACTION = 0.05  # the share of damaged rows above which a file is refused
 FIRST_ROWS = 10  # a file whose first rows are all damaged is refused: the wrong file or format
 EXAMPLES_PER_KIND = 3
-AFTER_LOAD = ("too_long", "eval_overlap")  # found after reading: at splitting and tokenizing
+AFTER_LOAD = ("too_long", "same_after_truncation", "eval_overlap")  # found after reading: at splitting and tokenizing
 
 
 def resolve_policy(policy: str | dict[str, str] | None) -> dict[str, str]:
@@ -88,6 +93,9 @@ class DataReport:
     kept_anyway: Counter = field(default_factory=Counter)
     first_problem: str | None = None  # the first malformed row's message
     policy: str = "default"
+    special_text: int = 0  # pairs whose text spells a special token such as <|im_end|> (tokenized as plain text)
+    special_text_example: str | None = None
+    eval_side: DataReport | None = None  # the eval file's own report, when eval pairs come from another file
 
     def record(self, problem: RowProblem, policy: dict[str, str]) -> bool:
         """Raise or count one problem, by policy; True when the row is kept all the same ("keep")."""
@@ -107,6 +115,11 @@ class DataReport:
             self.examples[problem.kind].append(str(problem))
         return False
 
+    def count_special_text(self, example: str) -> None:
+        """Count a pair whose text spells a special token: kept, and tokenized as plain text, not control tokens."""
+        self.special_text += 1
+        self.special_text_example = self.special_text_example or example
+
     @property
     def damaged(self) -> int:
         """Rows dropped as malformed (not filtered: ties, duplicates, margins, lengths)."""
@@ -123,7 +136,14 @@ class DataReport:
             out.append(f"  dropped {n} x {kind} ({PROBLEMS[kind]}), e.g. {self.examples[kind][0]}")
         for kind, n in sorted(self.kept_anyway.items()):
             out.append(f"  kept {n} x {kind} ({PROBLEMS[kind]}): data_policy keeps them")
+        if self.special_text:
+            out.append(
+                f"  special-token text in {self.special_text} pairs, e.g. {self.special_text_example}: tokenized as "
+                "plain text, so it cannot end or start a turn"
+            )
         out.append(f"policy: {self.policy}")
+        if self.eval_side is not None:
+            out += [f"eval {line}" for line in self.eval_side.lines() if not line.startswith("policy: ")]
         return out
 
 
@@ -280,8 +300,16 @@ def split_train_eval(
             return [p for p in pairs if p.split == "train"], [p for p in pairs if p.split == "eval"]
     prompts = sorted({p.prompt for p in pairs})
     random.Random(seed).shuffle(prompts)
-    held_out = set(prompts[: max(1, round(len(prompts) * eval_fraction))])
-    return [p for p in pairs if p.prompt not in held_out], [p for p in pairs if p.prompt in held_out]
+    held_out = {same_prompt_key(p) for p in prompts[: max(1, round(len(prompts) * eval_fraction))]}
+    return (
+        [p for p in pairs if same_prompt_key(p.prompt) not in held_out],
+        [p for p in pairs if same_prompt_key(p.prompt) in held_out],
+    )
+
+
+def same_prompt_key(prompt: str) -> str:
+    """A prompt as the leak check compares it: case and runs of whitespace do not make a prompt new."""
+    return " ".join(prompt.casefold().split())
 
 
 def drop_eval_overlap(
@@ -291,10 +319,10 @@ def drop_eval_overlap(
     policy: str | dict | None = "default",
 ) -> list[PreferencePair]:
     """Eval pairs whose prompt also occurs in training: raise or drop, by policy."""
-    train_prompts, kept = {p.prompt for p in train}, []
+    train_prompts, kept = {same_prompt_key(p.prompt) for p in train}, []
     pol = resolve_policy(policy)
     for pair in evals:
-        if pair.prompt in train_prompts:
+        if same_prompt_key(pair.prompt) in train_prompts:
             report.record(
                 RowProblem(
                     "eval_overlap",

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, Mis
 from ..config import ORPOConfig
 from ..fused_mlp import fuse_swiglu
 from .chat_template import ADDED_IDS, ensure_chat_template, fit_embeddings, trainable_token_targets
-from .safety import check_weight_files, explain_refusals, use_safetensors
+from .safety import check_model_folder, check_weight_files, explain_refusals, use_safetensors
 
 TINY = "tiny"
 TINY_DEFAULTS: dict[str, Any] = dict(
@@ -109,6 +109,7 @@ def load_tokenizer(cfg: ORPOConfig) -> Any:
     """The tokenizer of the run; needs a chat template and a pad token (eos when none is set)."""
     name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
     source = str(tiny_tokenizer_dir()) if name == TINY else resolve_model_source(name)
+    check_model_folder(source, "tokenizer" if cfg.tokenizer_name_or_path else "model", part="tokenizer")
     try:
         with explain_refusals(name):
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)

@@ -232,9 +232,9 @@ def truncation_counts(
 ) -> dict[str, int]:
     """What these limits would do to the pairs, as training applies them (`tokenize_pair`): pairs left whole,
     prompts cut from the left (their completions may be cut too), only completions cut from the right, and
-    pairs dropped because no prompt plus `min_completion_tokens` fits."""
+    pairs dropped because no prompt plus `min_completion_tokens` fits or their answers become the same once cut."""
     stats, report = measure_lengths(tokenizer, pairs, max_length, max_prompt_length, min_completion_tokens)
-    dropped = report.dropped.get("too_long", 0)
+    dropped = report.dropped.get("too_long", 0) + report.dropped.get("same_after_truncation", 0)
     cut = stats.prompt_truncated + stats.completion_truncated
     return {
         "pairs": len(pairs),
