@@ -272,6 +272,10 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"checkpoint    : {result.last_checkpoint}")
     if is_glibc():
         print(f"C heap        : {'lean (glibc small-block caches off)' if lean_heap_active() else 'glibc defaults'}")
+    from .procmem import peak_rss_bytes
+
+    print(f"wall time     : {result.timing()}")
+    print(f"peak RSS      : {peak_rss_bytes() / 2**30:.2f} GiB (this process)")
     print(result.summary())
     return result.exit_code
 

@@ -44,6 +44,7 @@ class ORPOConfig:
     trust_remote_code: bool = False  # never run a repository's Python unless asked
     allow_pickle_weights: bool = False  # load .bin/.pt (pickle) weights only when asked; safetensors always
     attn_implementation: str = "sdpa"
+    random_weights: bool = False  # the model's architecture with seeded random weights: full-shape checks, no download
     # LoRA (off: full fine-tuning)
     use_lora: bool = False
     lora_r: int = 16
@@ -338,6 +339,7 @@ def resolve_config(
 
     A preset's `max_prompt_length` that no longer fits a smaller `max_length` given later follows it down to
     half of it (the presets' own ratio); a `max_prompt_length` you give yourself is checked, never changed.
+    Other `data` than the preset's drops the preset's `eval_data` and splits, which name parts of its data.
     """
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
@@ -356,6 +358,11 @@ def resolve_config(
         and values.get("max_prompt_length", fields["max_prompt_length"]) >= max_length
     ):
         values["max_prompt_length"] = max(1, max_length // 2)
+    preset_origin = f"preset {preset}"
+    if origin.get("data", preset_origin) != preset_origin:  # other data: the preset's eval set belongs to its data
+        for key in ("eval_data", "eval_data_split", "data_split"):
+            if origin.get(key) == preset_origin:
+                values.pop(key)
     try:
         return ORPOConfig(**values)
     except ConfigError as exc:

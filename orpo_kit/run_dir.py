@@ -88,12 +88,21 @@ class TrainResult:
     eval_before: dict[str, float] = field(default_factory=dict)
     eval_after: dict[str, float] = field(default_factory=dict)
     is_main_process: bool = True  # under `accelerate launch`, only the main process reports
+    phase_seconds: dict[str, list[float]] = field(default_factory=dict)  # wall time: load, eval, step, save
     stop_signal: int | None = None  # what stopped an interrupted run: SIGINT (Ctrl-C), SIGTERM, SIGHUP
 
     @property
     def exit_code(self) -> int:
         """0 when finished; 128 + the signal when stopped (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), as shells do."""
         return 128 + (self.stop_signal or 2) if self.interrupted else 0
+
+    def timing(self) -> str:
+        """One line: wall time of each phase (a count and the mean where it ran more than once)."""
+        parts = []
+        for phase, times in self.phase_seconds.items():
+            mean = sum(times) / len(times)
+            parts.append(f"{phase} {times[0]:.1f} s" if len(times) == 1 else f"{phase} {len(times)} x {mean:.1f} s")
+        return "; ".join(parts)
 
     def summary(self) -> str:
         """One line: steps, final loss, eval reward accuracy before -> after."""

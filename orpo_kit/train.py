@@ -109,7 +109,9 @@ class Trainer:
         set_seed(cfg.seed)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg)
         self._prepare_data(train_pairs, eval_pairs)
+        t0 = time.perf_counter()
         model = model if model is not None else load_model(cfg, self.tokenizer)
+        self.phase_seconds: dict[str, list[float]] = {"load": [time.perf_counter() - t0]}  # wall time per phase
         guard_if_4bit(model)
         ckpt.check_free_space(self.run_dir, ckpt.estimate_checkpoint_bytes(model))
         optimizer = build_optimizer(model, cfg)
@@ -358,7 +360,7 @@ class Trainer:
                     cb.on_step_end(self)
                 if self.step % self.cfg.save_steps == 0 or self.step == end:
                     with self._sigint.hold():
-                        result.last_checkpoint, last_saved = self.save(), self.step
+                        result.last_checkpoint, last_saved = self._timed("save", self.save), self.step
                 bar.update(1)
                 if "loss" in result.final_train:
                     bar.set_postfix(
@@ -371,7 +373,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with self._sigint.hold():  # a second signal does not cut the save short
                 if last_saved != self.step and self.step > 0:
-                    result.last_checkpoint = self.save()
+                    result.last_checkpoint = self._timed("save", self.save)
             if self.accelerator.is_main_process:
                 tqdm.write(
                     f"orpo-kit: stopped by {signal_name(result.stop_signal)} after step {self.step}; "
@@ -388,6 +390,7 @@ class Trainer:
         finally:
             bar.close()
         result.steps = self.step
+        result.phase_seconds = self.phase_seconds
         self._finish(result)
         return result
 
@@ -396,18 +399,26 @@ class Trainer:
         t0 = time.perf_counter()
         record = self.train_step()
         record["step_time"] = time.perf_counter() - t0
+        self.phase_seconds.setdefault("step", []).append(record["step_time"])
         if "loss" in record:  # a skipped step has no loss: keep the last trained step's record
             result.final_train = dict(record)
         self._unlogged = dict(record)
         is_last = self.step == end
         if self.step % self.cfg.eval_steps == 0 or is_last:
-            record.update(self.evaluate())
+            record.update(self._timed("eval", self.evaluate))
             result.eval_after = {k: v for k, v in record.items() if k.startswith("eval_")}
             self._last_eval = (self.step, result.eval_after)
         due = self.step % self.cfg.logging_steps == 0 or is_last or "eval_loss" in record
         self._unlogged = None
         if due:
             self._log(record)
+
+    def _timed(self, phase: str, action: Any) -> Any:
+        """Run `action`, adding its wall time to the phase's list."""
+        t0 = time.perf_counter()
+        out = action()
+        self.phase_seconds.setdefault(phase, []).append(time.perf_counter() - t0)
+        return out
 
     def save(self) -> Path:
         """Write a checkpoint of the current step: every process hands over its RNG state, the main process
@@ -484,7 +495,7 @@ class Trainer:
     def _eval_before(self, start: int) -> dict[str, float]:
         """Step-0 eval for a fresh run; for a resumed run, the step-0 record already in metrics.jsonl."""
         if start == 0:
-            before = self.evaluate()
+            before = self._timed("eval", self.evaluate)
             self._log({**before})
             return before
         for record in read_metrics(self.run_dir):

@@ -29,6 +29,7 @@ CASES: dict[str, tuple[str, object, str | None]] = {
     ),
     "trust_remote_code": ("False", False, "maybe"),
     "allow_pickle_weights": ("no", False, "2"),
+    "random_weights": ("yes", True, "sometimes"),
     "attn_implementation": ("eager", "eager", ""),
     "use_lora": ("TRUE", True, "yes please"),
     "lora_r": ("8", 8, "8.5"),

@@ -408,3 +408,22 @@ def test_estimate_memory_validates_arguments() -> None:
         estimate_memory(dataclasses.replace(cfg), SMALL_LLAMA, batch_size=-1)
     with pytest.raises(ValueError):
         estimate_memory(cfg, SMALL_LLAMA, row_len=0)
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"])
+@pytest.mark.parametrize("prefix_sharing,packing", [(True, True), (True, False), (False, True), (False, False)])
+def test_the_estimators_layout_is_the_one_the_trainer_picks(impl: str, prefix_sharing: bool, packing: bool) -> None:
+    """The estimate's layout (from the config) equals `choose_layout` on a model loaded with that attention."""
+    from orpo_kit.layouts import choose_layout
+    from orpo_kit.memory.estimate import trainer_layout
+
+    cfg = ORPOConfig(
+        model_name_or_path="some/model", attn_implementation=impl, prefix_sharing=prefix_sharing, packing=packing
+    )
+    model = build_tiny_model()
+    model.config._attn_implementation = impl  # what from_pretrained(attn_implementation=impl) sets
+    assert trainer_layout(cfg) is choose_layout(model, prefix_sharing, packing)
+    tiny = resolve_config(
+        "tiny", overrides=dict(attn_implementation=impl, prefix_sharing=prefix_sharing, packing=packing)
+    )
+    assert trainer_layout(tiny) is choose_layout(build_tiny_model(), prefix_sharing, packing)  # tiny: always sdpa

@@ -15,16 +15,18 @@ ADDED_IDS = "orpo_kit_added_token_ids"  # tokenizer attribute: ids ensure_chat_t
 
 
 def ensure_chat_template(tokenizer: Any) -> list[int]:
-    """Set ChatML on a tokenizer without a chat template; returns the ids of tokens it had to add."""
+    """Set ChatML on a tokenizer without a chat template; returns the ChatML token ids, whose rows must train.
+
+    They must train even when the vocabulary already held them: a model without a chat template never learned
+    them as turn markers (some vocabularies reserve such tokens untrained)."""
     if tokenizer.chat_template:
         return []
-    before = len(tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": list(CHATML_TOKENS)})
     tokenizer.chat_template = CHATML
     tokenizer.eos_token = "<|im_end|>"  # generation ends at the end of the assistant turn
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return sorted(i for i in tokenizer.convert_tokens_to_ids(list(CHATML_TOKENS)) if i >= before)
+    return sorted(tokenizer.convert_tokens_to_ids(list(CHATML_TOKENS)))
 
 
 def fit_embeddings(model: Any, tokenizer: Any, added_ids: list[int] | None = None) -> list[int]:

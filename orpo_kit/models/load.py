@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, Mis
 from ..config import ORPOConfig
 from ..fused_mlp import fuse_swiglu
 from .chat_template import ADDED_IDS, ensure_chat_template, fit_embeddings, trainable_token_targets
+from .random_weights import STAND_IN_TOKENIZER, describe, load_random_model, model_config, uses_stand_in_tokenizer
 from .safety import check_model_folder, check_weight_files, explain_refusals, use_safetensors
 
 TINY = "tiny"
@@ -108,6 +109,8 @@ def _offline_hint(name: str, exc: Exception) -> OSError:
 def load_tokenizer(cfg: ORPOConfig) -> Any:
     """The tokenizer of the run; needs a chat template and a pad token (eos when none is set)."""
     name = cfg.tokenizer_name_or_path or cfg.model_name_or_path
+    stand_in = cfg.random_weights and uses_stand_in_tokenizer(cfg.model_name_or_path, cfg.tokenizer_name_or_path)
+    name = STAND_IN_TOKENIZER if stand_in else name
     source = str(tiny_tokenizer_dir()) if name == TINY else resolve_model_source(name)
     check_model_folder(source, "tokenizer" if cfg.tokenizer_name_or_path else "model", part="tokenizer")
     try:
@@ -115,6 +118,8 @@ def load_tokenizer(cfg: ORPOConfig) -> Any:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except OSError as exc:
         raise _offline_hint(name, exc) from exc
+    if stand_in:  # it stands in for a base model's tokenizer, which has no chat template
+        tokenizer.chat_template = None
     setattr(tokenizer, ADDED_IDS, ensure_chat_template(tokenizer))  # base models get ChatML and its tokens
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -135,30 +140,45 @@ def load_base_model(cfg: ORPOConfig, tokenizer: Any = None) -> tuple[PreTrainedM
 
     Returns the model and the ids of tokens added for the chat template (their rows must train).
     """
+    random = _random_config(cfg, tokenizer) if cfg.random_weights and cfg.model_name_or_path != TINY else None
     if cfg.load_in_4bit:
         from .quantize import load_4bit_model
 
         source = TINY if cfg.model_name_or_path == TINY else resolve_model_source(cfg.model_name_or_path)
-        model = load_4bit_model(source, cfg)
+        model = load_4bit_model(source, cfg, random_config=random)
     elif cfg.model_name_or_path == TINY:
         model = build_tiny_model(cfg.model_config_overrides, seed=cfg.seed)
+    elif random is not None:
+        model = load_random_model(random, cfg.seed, dtype=torch.float32, attn_implementation=cfg.attn_implementation)
     else:
-        source = resolve_model_source(cfg.model_name_or_path)
-        check_weight_files(source, cfg.allow_pickle_weights)
-        try:
-            with explain_refusals(cfg.model_name_or_path):
-                model = AutoModelForCausalLM.from_pretrained(
-                    source,
-                    dtype=torch.float32,
-                    trust_remote_code=cfg.trust_remote_code,
-                    attn_implementation=cfg.attn_implementation,
-                    use_safetensors=use_safetensors(cfg.allow_pickle_weights),
-                )
-        except OSError as exc:
-            raise _offline_hint(cfg.model_name_or_path, exc) from exc
+        model = _from_pretrained_fp32(cfg)
     model.config.use_cache = False
     new_ids = fit_embeddings(model, tokenizer, getattr(tokenizer, ADDED_IDS, [])) if tokenizer is not None else []
     return model, new_ids
+
+
+def _from_pretrained_fp32(cfg: ORPOConfig) -> PreTrainedModel:
+    """A local folder or hub model in fp32 (safetensors unless pickles are allowed)."""
+    source = resolve_model_source(cfg.model_name_or_path)
+    check_weight_files(source, cfg.allow_pickle_weights)
+    try:
+        with explain_refusals(cfg.model_name_or_path):
+            return AutoModelForCausalLM.from_pretrained(
+                source,
+                dtype=torch.float32,
+                trust_remote_code=cfg.trust_remote_code,
+                attn_implementation=cfg.attn_implementation,
+                use_safetensors=use_safetensors(cfg.allow_pickle_weights),
+            )
+    except OSError as exc:
+        raise _offline_hint(cfg.model_name_or_path, exc) from exc
+
+
+def _random_config(cfg: ORPOConfig, tokenizer: Any) -> Any:
+    """The architecture to fill with random weights, its vocabulary sized to the tokenizer; says what it built."""
+    config = model_config(cfg.model_name_or_path, len(tokenizer) if tokenizer is not None else None)
+    print(describe(cfg.model_name_or_path, config, tokenizer))
+    return config
 
 
 def load_model(cfg: ORPOConfig, tokenizer: Any = None) -> PreTrainedModel:

@@ -164,14 +164,31 @@ def _from_pretrained(source: str, cfg: ORPOConfig, device_map: Any) -> PreTraine
         ) from exc
 
 
-def load_4bit_model(name_or_path: str, cfg: ORPOConfig, device_map: Any = None) -> PreTrainedModel:
-    """A causal LM in 4-bit (NF4), guarded against the CPU repack and prepared for k-bit training (no LoRA yet)."""
+def load_4bit_model(
+    name_or_path: str, cfg: ORPOConfig, device_map: Any = None, random_config: Any = None
+) -> PreTrainedModel:
+    """A causal LM in 4-bit (NF4), guarded against the CPU repack and prepared for k-bit training (no LoRA yet).
+
+    `random_config`: build that architecture with random weights instead (`random_weights`), quantized one
+    weight at a time as they are made.
+    """
     require_bitsandbytes()
     from peft import prepare_model_for_kbit_training
 
     if loads_on_cpu(device_map):
         disable_cpu_repack()
-    if name_or_path == "tiny":  # the random preset has no checkpoint: save it once so transformers can quantize it
+    if random_config is not None:
+        from .random_weights import load_random_model
+
+        model = load_random_model(
+            random_config,
+            cfg.seed,
+            quantization_config=quantization_config(cfg),
+            dtype=compute_dtype(cfg),
+            device_map=device_map,
+            attn_implementation=cfg.attn_implementation,
+        )
+    elif name_or_path == "tiny":  # the random preset has no checkpoint: save it once so transformers can quantize it
         from .load import build_tiny_model
 
         with tempfile.TemporaryDirectory(prefix="orpo_kit_tiny_") as tmp:
@@ -182,8 +199,10 @@ def load_4bit_model(name_or_path: str, cfg: ORPOConfig, device_map: Any = None) 
     if guard_4bit_layers(model) == 0:
         raise RuntimeError(f"{name_or_path!r} loaded without any 4-bit Linear layer; check quantization settings")
     model.config.use_cache = False
-    return prepare_model_for_kbit_training(
-        model,
-        use_gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-    )
+    with warnings.catch_warnings():  # peft calls a method transformers 5 deprecated (not ours to change)
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing_enable.*", category=FutureWarning)
+        return prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
