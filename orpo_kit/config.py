@@ -81,7 +81,7 @@ class ORPOConfig:
     # Speed and memory (each switchable; all give the same log-probs as the plain path)
     prefix_sharing: bool = True  # one row per pair, [prompt][chosen][rejected]: each prompt computed once
     chunked_logps: bool = True  # log-probs from hidden states in chunks, never the full [B, T, V] logits
-    logps_chunk_size: int = 256  # positions per lm_head chunk (recomputed in backward): [256, V] logits at a time
+    logps_chunk_size: int = 256  # positions per lm_head chunk: [256, V] logits at a time (never the whole [T, V])
     group_by_length: bool = False  # batch pairs of similar length together (less padding)
     packing: bool = True  # flash-attention (no 4D masks, so no prefix sharing): a batch's sequences in one unpadded row
     fused_swiglu: bool = True  # SwiGLU MLPs keep gate and up for backward, not the SiLU output too (same values)

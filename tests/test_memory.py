@@ -228,11 +228,16 @@ def test_chunked_logits_hold_one_chunk_and_the_shared_mask_grows_with_width() ->
     cfg = ORPOConfig(model_name_or_path="x", use_lora=True, logps_chunk_size=1024)
     est = lambda c=cfg, **kw: estimate_memory(c, SMALL_LLAMA, device="cuda", new_tokens=0, **kw)
     v, h = SMALL_LLAMA.vocab_size, SMALL_LLAMA.hidden_size
-    # 2 pairs x 1024, f = 1: 4,096 positions in 4 chunks of 1,024; 4 fp32 blocks of 1,024 x V while one runs
+    # 2 pairs x 1024, f = 1: 4,096 positions in 4 chunks of 1,024. LoRA leaves the head frozen: 2 fp32 blocks of
+    # 1,024 x V while a chunk runs, and d logp / d hidden [4096, H] kept (orpo_kit.logprobs.FrozenHeadLogps)
     long = est(batch_size=2, seq_len=1024)
     assert long.logp_positions == 4096
-    expected = (4 * 1024 * v * 4 + 4096 * h * 4 + 2 * v * 4) * 1.10
-    assert long.logits == int(expected)
+    assert long.logits == int((2 * 1024 * v * 4 + 2 * 4096 * h * 4 + 2 * v * 4) * 1.10)
+    assert "nothing recomputed" in long.details["logits"]
+    # a trainable head (full fine-tuning) recomputes each chunk in backward: 4 blocks, no kept gradient
+    full = est(cfg.replace(use_lora=False), batch_size=2, seq_len=1024)
+    assert full.logits == int((4 * 1024 * v * 4 + 4096 * h * 4 + 2 * v * 4) * 1.10)
+    assert "recomputed in backward" in full.details["logits"]
     assert est(cfg.replace(logps_chunk_size=256), batch_size=2, seq_len=1024).logits < long.logits / 3
     # plain: [4, 1024, V] + the 4,096 selected rows + a 4,096-row log-softmax temporary, all fp32: 3x 4 blocks
     assert est(cfg.replace(**PLAIN), batch_size=2, seq_len=1024).logits > 2.5 * long.logits

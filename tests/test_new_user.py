@@ -174,6 +174,7 @@ def test_4_a_fresh_run_over_old_checkpoints_is_refused_and_deletes_nothing(tmp_p
 def test_13_a_folder_named_orpo_kit_in_the_current_folder_does_not_break_train(tmp_path: Path) -> None:
     (tmp_path / "orpo_kit").mkdir()  # what report_to=[tensorboard] writes into a run directory
     (tmp_path / "orpo_kit" / "events.out.tfevents.1").write_text("")
+    (tmp_path / "orpo_kit" / "__init__.py").write_text("")  # or a package of that name: an old copy, a checkout
     done = _orpo_kit("train", *TINY, "--output-dir", "run", "--max-steps", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "C heap        : lean" in done.stdout and (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()

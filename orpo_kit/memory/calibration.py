@@ -19,6 +19,9 @@ LOSS_CHUNK_ROWS = _ROWS_PER_CHUNK  # rows per log-softmax chunk on the full-logi
 # Chunked log-probs (orpo_kit.logprobs.head_token_logps): [chunk, V] fp32 blocks alive while a chunk's backward
 # runs (recomputed logits, logsumexp's exp and gradient, gather's scatter): the step's logits peak.
 HEAD_CHUNK_BLOCKS_BACKWARD = 4
+# A frozen head (LoRA, QLoRA: orpo_kit.logprobs.FrozenHeadLogps): one chunk's fp32 logits, turned into the
+# softmax in place, and its product with the weight: the gradient to the hidden states is kept instead
+HEAD_CHUNK_BLOCKS_FROZEN = 2
 GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB  # glibc serves larger blocks with mmap and returns them to the OS on free
 # cpu_return_freed_memory (orpo_kit.allocator): glibc's mmap threshold fixed at 1 MiB on CPU, so every larger
 # block is its own mapping, returned to the OS when freed

@@ -29,6 +29,7 @@ from .calibration import (
     CALIBRATION,
     GLIBC_MMAP_THRESHOLD_MAX,
     HEAD_CHUNK_BLOCKS_BACKWARD,
+    HEAD_CHUNK_BLOCKS_FROZEN,
     LOSS_CHUNK_ROWS,
     RETURN_FREED_MMAP_THRESHOLD,
 )
@@ -209,8 +210,21 @@ def activation_bytes(
     return activations
 
 
+def frozen_head(cfg: ORPOConfig, added: int) -> bool:
+    """Whether the output layer is a frozen plain Linear (LoRA / QLoRA, no new token rows on it): log-probs then
+    take `FrozenHeadLogps`, which forms d logp / d hidden in the forward instead of recomputing the logits."""
+    return bool(cfg.use_lora or cfg.load_in_4bit) and added == 0
+
+
 def logits_bytes(
-    cfg: ORPOConfig, work: Workload, hidden: int, vocab: int, chunked: bool, dev: str, details: dict[str, str]
+    cfg: ORPOConfig,
+    work: Workload,
+    hidden: int,
+    vocab: int,
+    chunked: bool,
+    dev: str,
+    details: dict[str, str],
+    added: int = 0,
 ) -> float:
     """Chunked: lm_head chunk blocks + gathered hidden states; else the model's full logits and their copies."""
     amp = cfg.mixed_precision in ("bf16", "fp16")
@@ -218,18 +232,25 @@ def logits_bytes(
     if chunked:
         chunk = max(1, min(needed, int(cfg.logps_chunk_size)))
         block = chunk * vocab * 4  # one chunk's fp32 logits (or their fp32 copy under autocast)
+        frozen = frozen_head(cfg, added)
+        blocks = HEAD_CHUNK_BLOCKS_FROZEN if frozen else HEAD_CHUNK_BLOCKS_BACKWARD
         pieces = [
-            HEAD_CHUNK_BLOCKS_BACKWARD * block,  # a chunk's backward: recomputed logits and gradients
-            needed * hidden * 4,  # hidden states of the needed positions, gathered: [N, H]
+            blocks * block,  # one chunk's logits at a time (formed in the forward, or recomputed in backward)
+            needed * hidden * 4 * (2 if frozen else 1),  # gathered hidden states [N, H] (+ d logp / d hidden)
             work.rows * vocab * logit_bytes,
         ]  # the model's own logits: one position per row
         if logit_bytes != 4:
             pieces.append(2 * chunk * vocab * logit_bytes)  # the 16-bit logits and their 16-bit gradient
         n_chunks = -(-needed // chunk)
+        how = (
+            "the frozen head's d logp / d hidden formed in the forward, nothing recomputed"
+            if frozen
+            else "recomputed in backward (the head trains)"
+        )
         details["logits"] = (
-            f"chunks of {chunk:,} rows x V {vocab:,}, recomputed in backward ({HEAD_CHUNK_BLOCKS_BACKWARD} fp32 "
-            f"blocks of {format_bytes(block)} while one runs; {n_chunks} chunk{'s' if n_chunks != 1 else ''} for "
-            f"{needed:,} positions) + [{needed:,}, {hidden}] gathered hidden states"
+            f"chunks of {chunk:,} rows x V {vocab:,}, {how} ({blocks} fp32 blocks of {format_bytes(block)} while "
+            f"one runs; {n_chunks} chunk{'s' if n_chunks != 1 else ''} for {needed:,} positions) + "
+            f"[{needed:,}, {hidden}] gathered hidden states" + (" and their gradients" if frozen else "")
         )
     else:
         pieces = [
@@ -300,7 +321,7 @@ def estimate_memory(
     weights = int(weight_bytes(cfg, shape, counts, cfg.mixed_precision in ("bf16", "fp16"), details, notes))
     train = trainable_bytes(cfg, shape, dataclasses.replace(shape, vocab_size=vocab), counts, added, dev, details)
     activations = int(activation_bytes(cfg, shape, work, train.per_layer_targets, dev, details, notes))
-    logits = int(logits_bytes(cfg, work, shape.hidden_size, vocab, chunked, dev, details))
+    logits = int(logits_bytes(cfg, work, shape.hidden_size, vocab, chunked, dev, details, added))
     overhead = int(overhead_bytes(cfg, shape, details))
     during = activations + logits + train.gradients_at_peak  # end of forward / start of backward
     after = train.gradients + train.optimizer_step_temp  # the optimizer step, activations freed

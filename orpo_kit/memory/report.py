@@ -102,6 +102,8 @@ def assumption_notes(
     cfg: ORPOConfig, shape: ModelShape, work: Workload, chunked: bool, vocab: int, added: int
 ) -> list[str]:
     """The estimate's first assumptions: layout, log-prob path, model, precision."""
+    from .estimate import frozen_head
+
     amp = cfg.mixed_precision in ("bf16", "fp16")
     share = (
         f" ({work.completion_fraction:.0%} of the plain layout's {2 * work.batch * work.seq_len:,} positions are "
@@ -111,7 +113,9 @@ def assumption_notes(
     )
     if chunked:
         path = (
-            f"logits: chunks of {int(cfg.logps_chunk_size)} rows x V, recomputed in backward; the model "
+            f"logits: chunks of {int(cfg.logps_chunk_size)} rows x V, "
+            + ("formed once in the forward (frozen head)" if frozen_head(cfg, added) else "recomputed in backward")
+            + "; the model "
             f"computes one logit row per sequence; log-probs needed at {work.needed:,} positions"
         )
     else:
