@@ -1,6 +1,7 @@
 """The 4-bit Mistral-7B recipe at its full shape on a CPU: random weights (`random_weights=true`), everything else
-as on a GPU. Slow (about half an hour on 2 cores, ~15 GB of random shards in the orpo_kit cache): `pytest -m slow
-tests/test_mistral_shape.py -s` prints the report (wall time per phase, peak RSS, the memory estimates)."""
+as on a GPU. Slow (30-45 minutes on 2 cores: three model loads of ~11 minutes each, the weights made and
+quantized one at a time; ~8.4 GiB peak RSS): `pytest -m slow tests/test_mistral_shape.py -s` prints the report
+(wall time per phase, peak RSS, the memory estimates)."""
 
 from __future__ import annotations
 
