@@ -68,6 +68,15 @@ def lean_heap_active(env: Mapping[str, str] | None = None) -> bool:
     return all(tunables.get(k) == v for k, v in LEAN_HEAP_TUNABLES.items())
 
 
+def has_nvidia_gpu() -> bool:
+    """Whether this host shows an NVIDIA GPU to this process (device files, CUDA_VISIBLE_DEVICES), without
+    importing torch: the check runs before the restart, which should stay quick."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    return Path("/dev/nvidiactl").exists() and any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def module_args(module: str, args: Sequence[str]) -> list[str]:
     """Python arguments that run `module` as `python -m` would, importing orpo_kit from where this process did.
 

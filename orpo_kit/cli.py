@@ -280,6 +280,14 @@ def run_train(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _trains_on_a_gpu(args: argparse.Namespace) -> bool:
+    """Whether this run will train on a GPU: one is visible and the command line does not ask for the CPU."""
+    from .allocator import has_nvidia_gpu
+
+    devices = [o.split("=", 1)[1].strip().lower() for o in args.overrides if o.startswith("device=")]
+    return has_nvidia_gpu() and (not devices or devices[-1] not in ("cpu", "mps"))
+
+
 def _refuse_a_busy_output_dir(args: argparse.Namespace) -> None:
     """A quick look at an --output-dir given on the command line, before the restart and the model: a shared
     folder or one a run holds is refused at once (the run checks again and takes the lock itself later)."""
@@ -316,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         from .allocator import module_args, restart_with_lean_heap
 
         _refuse_a_busy_output_dir(args)  # before the restart and the model: a busy directory is refused at once
-        restart_with_lean_heap(module_args("orpo_kit", sys.argv[1:]))
+        if not _trains_on_a_gpu(args):  # the C heap's settings matter for CPU tensors only
+            restart_with_lean_heap(module_args("orpo_kit", sys.argv[1:]))
     if args.command is None:
         parser.print_help()
         return 0

@@ -42,13 +42,24 @@ def guard_if_4bit(model: torch.nn.Module) -> None:
         guard_4bit_layers(model)
 
 
+def weights_fingerprint(model: torch.nn.Module) -> torch.Tensor:
+    """Sum and sum of squares (float64) of the trainable weights, one tensor at a time: frozen weights (a 4-bit
+    base) cannot drift apart, and a float64 copy of all of them would cost four times the model."""
+    total = None
+    for p in model.parameters():
+        if p.requires_grad:
+            x = p.detach().double()
+            part = torch.stack([x.sum(), (x * x).sum()])
+            total = part if total is None else total + part
+    device = next(model.parameters()).device
+    return total if total is not None else torch.zeros(2, dtype=torch.float64, device=device)
+
+
 def check_replicas_agree(model: torch.nn.Module, accelerator: Any, step: int) -> None:
     """Data-parallel copies of the weights must be identical and finite on every process before a save."""
     if not isinstance(model, torch.nn.parallel.DistributedDataParallel):  # one process, or sharded
         return
-    params = [p.detach().double() for p in model.parameters()]
-    sums, squares = torch.stack([p.sum() for p in params]), torch.stack([(p * p).sum() for p in params])
-    every = accelerator.gather(torch.stack([sums.sum(), squares.sum()]).unsqueeze(0))  # [processes, 2]
+    every = accelerator.gather(weights_fingerprint(model).unsqueeze(0))  # [processes, 2]
     if not bool(torch.isfinite(every).all()):
         bad = [i for i, row in enumerate(every) if not bool(torch.isfinite(row).all())]
         raise FloatingPointError(f"step {step}: non-finite weights on process(es) {bad}; no checkpoint written")

@@ -116,3 +116,36 @@ def test_orpo_kit_train_runs_with_the_lean_heap(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "C heap        : lean (glibc small-block caches off)" in out.stdout
     assert (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()
+
+
+def test_no_lean_heap_restart_when_training_on_a_gpu(monkeypatch, capsys):
+    """The lean heap is for CPU tensors: on a host with a visible GPU the command trains without the restart,
+    unless the command line asks for the CPU."""
+    calls = []
+
+    class Restarted(Exception):
+        pass
+
+    def fake_restart(args):
+        calls.append(list(args))
+        raise Restarted
+
+    monkeypatch.setattr(allocator, "restart_with_lean_heap", fake_restart)
+    monkeypatch.setattr(allocator, "has_nvidia_gpu", lambda: True)
+    monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--preset", "tiny", "--output-dir", ""])
+    assert cli.main() == 2 and calls == []  # no restart; the empty output dir then stops it
+    assert "output_dir='': must not be empty" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--preset", "tiny", "device=cpu"])
+    with pytest.raises(Restarted):
+        cli.main()
+    monkeypatch.setattr(allocator, "has_nvidia_gpu", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--preset", "tiny"])
+    with pytest.raises(Restarted):
+        cli.main()
+    assert len(calls) == 2
+
+
+def test_hidden_gpus_do_not_count(monkeypatch):
+    for hidden in ("-1", "", " "):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert allocator.has_nvidia_gpu() is False

@@ -113,3 +113,43 @@ def test_unwritable_output_dir_is_refused_at_once(tmp_path: Path) -> None:
 def test_max_skipped_steps_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="max_skipped_steps"):
         ORPOConfig(max_skipped_steps=-1)
+
+
+def test_the_replica_check_reads_trainable_weights_one_at_a_time() -> None:
+    """Before a save under DDP the copies are compared by a float64 fingerprint of the trainable weights only, made
+    one tensor at a time: a float64 copy of every weight (a 4-bit 7B base included) would not fit next to it."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.overrides import TorchFunctionMode
+
+    from orpo_kit.guards import check_replicas_agree
+    from orpo_kit.models.load import apply_lora, build_tiny_model
+
+    class Float64Copies(TorchFunctionMode):
+        """Record the size of every float64 copy made while active."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.Tensor.double:
+                self.sizes.append(out.numel())
+            return out
+
+    model = apply_lora(build_tiny_model(), ORPOConfig(use_lora=True, lora_r=4))
+    trainable = [p.numel() for p in model.parameters() if p.requires_grad]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        copies = Float64Copies()
+        with copies:
+            check_replicas_agree(wrapped, namedtuple("OneProcess", "gather")(lambda t: t), step=1)
+    finally:
+        dist.destroy_process_group()
+    assert sorted(copies.sizes) == sorted(trainable), "only trainable weights, each copied on its own"
