@@ -92,8 +92,32 @@ def tiny_tokenizer_dir() -> Path:
     return Path(str(resources.files("orpo_kit.models") / "assets" / "tiny-tokenizer"))
 
 
+def is_gated_error(exc: BaseException) -> bool:
+    """Whether a loading error (or one it was raised from) is the hub refusing a gated model to this user."""
+    from huggingface_hub.errors import GatedRepoError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GatedRepoError) or "gated repo" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def gated_message(name: str) -> str:
+    """What to do about a gated model, in one line."""
+    return (
+        f"could not load {name!r}: the model is gated on the Hugging Face hub and this login has no access to it. "
+        f"Open https://huggingface.co/{name} while logged in and accept its conditions, create a read token at "
+        "https://huggingface.co/settings/tokens, then run `hf auth login` or set HF_TOKEN (notebook 00 checks "
+        "the token and the access)"
+    )
+
+
 def _offline_hint(name: str, exc: Exception) -> OSError:
-    """An error that says what to do when a hub model is not reachable or cached (or has no safetensors)."""
+    """An error that says what to do when a hub model is gated, not reachable or cached (or has no safetensors)."""
+    if is_gated_error(exc):
+        return PermissionError(gated_message(name))
     hint = (
         "\nIf this machine is offline, download the model elsewhere and pass its local directory, or pre-fill "
         "the Hugging Face cache."

@@ -158,6 +158,10 @@ def _from_pretrained(source: str, cfg: ORPOConfig, device_map: Any) -> PreTraine
                 use_safetensors=use_safetensors(cfg.allow_pickle_weights),
             )
     except OSError as exc:
+        from .load import gated_message, is_gated_error
+
+        if is_gated_error(exc):
+            raise PermissionError(gated_message(source)) from exc
         raise OSError(
             f"could not load {source!r} in 4-bit: {exc}\nIf this machine is offline, download the model "
             "elsewhere and pass its local directory, or pre-fill the Hugging Face cache."
