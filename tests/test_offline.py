@@ -42,7 +42,8 @@ def test_a_gated_model_says_how_to_get_access(tmp_path, monkeypatch, capsys) -> 
         )
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", gated)
-    args = ["train", "--preset", "mistral-7b-qlora", "data=builtin", "--output-dir", str(tmp_path / "run")]
+    run = str(tmp_path / "run")  # mixed_precision=no: this process may hold an Accelerator from other tests
+    args = ["train", "--preset", "mistral-7b-qlora", "data=builtin", "mixed_precision=no", "--output-dir", run]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("orpo-kit train: error: could not load 'mistralai/Mistral-7B-v0.1': the model is gated")
