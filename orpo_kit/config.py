@@ -33,6 +33,9 @@ SCHEDULERS = (
 )
 
 
+LOCAL_PATH_FIELDS = ("model_name_or_path", "tokenizer_name_or_path", "data", "eval_data")  # may name local files
+
+
 @dataclass
 class ORPOConfig:
     """Every knob of an orpo_kit run, with the field's usual names (TRL / transformers where they exist)."""
@@ -187,7 +190,7 @@ class ORPOConfig:
         """A copy whose local model, tokenizer and data paths are absolute: a run's config.yaml then means the
         same files from any folder (eval, generate and --resume run from elsewhere)."""
         changes: dict[str, Any] = {}
-        for name in ("model_name_or_path", "tokenizer_name_or_path", "data", "eval_data"):
+        for name in LOCAL_PATH_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str) and value not in ("tiny", "builtin") and Path(value).expanduser().exists():
                 changes[name] = str(Path(value).expanduser().resolve())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import ORPOConfig
+from .config import LOCAL_PATH_FIELDS, ORPOConfig
 
 # Settings that do not change what the resumed steps compute (same pairs, same order, same math).
 SAFE_TO_CHANGE = frozenset(
@@ -37,12 +37,11 @@ SAFE_TO_CHANGE = frozenset(
         "allow_pickle_weights",
     }
 )
-PATH_FIELDS = ("model_name_or_path", "tokenizer_name_or_path", "data", "eval_data")
 
 
 def _same(name: str, saved: Any, now: Any) -> bool:
     """Equal, where a local path counts as equal to the same file written another way (relative, ~)."""
-    if name in PATH_FIELDS and isinstance(saved, str) and isinstance(now, str):
+    if name in LOCAL_PATH_FIELDS and isinstance(saved, str) and isinstance(now, str):
         return _resolved(saved) == _resolved(now)
     return bool(saved == now)
 

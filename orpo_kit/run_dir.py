@@ -201,13 +201,19 @@ def holds_a_run(run_dir: Path) -> bool:
     return (metrics.is_file() and metrics.stat().st_size > 0) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
-def move_run_aside(run_dir: Path) -> Path:
-    """Move an earlier run's files into <run>.replaced-<time> beside the run directory (nothing is deleted)."""
-    target = run_dir.parent / f"{run_dir.name}.{REPLACED}-{time.strftime('%Y%m%d-%H%M%S')}"
+def aside_path(folder: Path) -> Path:
+    """A free name beside a folder for what it held: <folder>.replaced-<time> (~1, ~2 ... when taken)."""
+    target = folder.parent / f"{folder.name}.{REPLACED}-{time.strftime('%Y%m%d-%H%M%S')}"
     suffix = 1
     while target.exists():
         target = target.with_name(f"{target.name.rsplit('~', 1)[0]}~{suffix}")
         suffix += 1
+    return target
+
+
+def move_run_aside(run_dir: Path) -> Path:
+    """Move an earlier run's files into <run>.replaced-<time> beside the run directory (nothing is deleted)."""
+    target = aside_path(run_dir)
     target.mkdir(parents=True)
     for entry in run_contents(run_dir):
         shutil.move(str(entry), str(target / entry.name))

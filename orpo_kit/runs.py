@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from . import checkpoint as ckpt
 from .config import ORPOConfig
 from .manifest import verify_checkpoint
 from .models.safety import check_weight_files
+from .run_dir import aside_path
 from .train import CONFIG_FILE
 
 
@@ -198,7 +198,7 @@ def merge_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.is_dir() and any(out.iterdir()):
-        print(f"--overwrite: the earlier contents of {out} were moved to {_move_aside(out)}")
+        print(f"--overwrite: the earlier contents of {out} were moved to {_renamed_aside(out)}")
     elif out.is_dir():
         out.rmdir()
     os.replace(tmp, out)
@@ -218,13 +218,9 @@ def _refuse_a_filled_folder(out: Path, overwrite: bool) -> None:
         )
 
 
-def _move_aside(folder: Path) -> Path:
-    """Rename a folder to <folder>.replaced-<time> (a free name), keeping everything in it."""
-    target = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
-    suffix = 1
-    while target.exists():
-        target = folder.with_name(f"{folder.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}~{suffix}")
-        suffix += 1
+def _renamed_aside(folder: Path) -> Path:
+    """Rename a folder to a free <folder>.replaced-<time> beside it, keeping everything in it."""
+    target = aside_path(folder)
     folder.rename(target)
     return target
 

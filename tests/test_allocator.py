@@ -69,25 +69,32 @@ def test_no_restart_when_opted_out_already_restarted_or_already_lean(extra):
     assert out[:2] == ["start", "not restarted"]
 
 
-def test_the_console_script_restarts_train_but_in_process_calls_never_do(monkeypatch):
-    calls = []
+class Restarted(Exception):
+    """What the stand-in for the restart raises (the real one replaces the process)."""
 
-    class Restarted(Exception):
-        pass
+
+@pytest.fixture
+def restarts(monkeypatch) -> list[list[str]]:
+    """The arguments of each lean-heap restart the command asks for (none happens)."""
+    calls: list[list[str]] = []
 
     def fake_restart(args):
         calls.append(list(args))
         raise Restarted
 
     monkeypatch.setattr(allocator, "restart_with_lean_heap", fake_restart)
+    return calls
+
+
+def test_the_console_script_restarts_train_but_in_process_calls_never_do(monkeypatch, restarts):
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--max-steps", "1"])
     with pytest.raises(Restarted):
         cli.main()
-    assert calls == [allocator.module_args("orpo_kit", ["train", "--max-steps", "1"])]
+    assert restarts == [allocator.module_args("orpo_kit", ["train", "--max-steps", "1"])]
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "presets"])
     assert cli.main() == 0  # other commands: no restart
     assert cli.main(["presets"]) == 0
-    assert len(calls) == 1
+    assert len(restarts) == 1
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
@@ -118,22 +125,12 @@ def test_orpo_kit_train_runs_with_the_lean_heap(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()
 
 
-def test_no_lean_heap_restart_when_training_on_a_gpu(monkeypatch, capsys):
+def test_no_lean_heap_restart_when_training_on_a_gpu(monkeypatch, capsys, restarts):
     """The lean heap is for CPU tensors: on a host with a visible GPU the command trains without the restart,
     unless the command line asks for the CPU."""
-    calls = []
-
-    class Restarted(Exception):
-        pass
-
-    def fake_restart(args):
-        calls.append(list(args))
-        raise Restarted
-
-    monkeypatch.setattr(allocator, "restart_with_lean_heap", fake_restart)
     monkeypatch.setattr(allocator, "has_nvidia_gpu", lambda: True)
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--preset", "tiny", "--output-dir", ""])
-    assert cli.main() == 2 and calls == []  # no restart; the empty output dir then stops it
+    assert cli.main() == 2 and restarts == []  # no restart; the empty output dir then stops it
     assert "output_dir='': must not be empty" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--preset", "tiny", "device=cpu"])
     with pytest.raises(Restarted):
@@ -142,7 +139,7 @@ def test_no_lean_heap_restart_when_training_on_a_gpu(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["orpo-kit", "train", "--preset", "tiny"])
     with pytest.raises(Restarted):
         cli.main()
-    assert len(calls) == 2
+    assert len(restarts) == 2
 
 
 def test_hidden_gpus_do_not_count(monkeypatch):
