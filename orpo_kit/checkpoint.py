@@ -117,7 +117,7 @@ def rng_state() -> dict[str, Any]:
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's own GPU (each rank has its own)
     return state
 
 
@@ -127,8 +127,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda")
+    if saved is not None and torch.cuda.is_available():
+        if isinstance(saved, (list, tuple)):  # older checkpoints held every visible GPU's state
+            index = torch.cuda.current_device()
+            saved = saved[index] if index < len(saved) else None
+        if saved is not None:
+            torch.cuda.set_rng_state(saved)  # onto this process's GPU, however many the machine has
 
 
 def _check_finite(model: torch.nn.Module) -> None:
@@ -144,8 +149,8 @@ def rng_file(rank: int) -> str:
 
 
 def estimate_checkpoint_bytes(model: torch.nn.Module) -> int:
-    """Bytes one checkpoint takes: saved weights (all of them, or only the trainable ones under an adapter)
-    plus AdamW's two moments per trainable value; tokenizer and small files are not counted."""
+    """Bytes one checkpoint takes: saved weights (all of them, or only the trainable ones under an adapter, new
+    token rows included) plus AdamW's two moments per trainable value; tokenizer and small files are not counted."""
     params = dict(model.named_parameters()).values()  # tied weights once
     trainable = sum(p.numel() * p.element_size() for p in params if p.requires_grad)
     adapter = hasattr(model, "peft_config")
@@ -187,7 +192,10 @@ def save_checkpoint(
     try:
         tmp.mkdir(parents=True)
         with _quiet_transformers():
-            model.save_pretrained(tmp / "model", safe_serialization=True)
+            # An adapter holds its trained token rows, never the whole embedding and lm_head: the rebuilt base has
+            # the same grown rows (`fit_embeddings`), and peft's "auto" would ask the hub on every save.
+            adapter = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
+            model.save_pretrained(tmp / "model", safe_serialization=True, **adapter)
             tokenizer.save_pretrained(tmp / "model")
         if after_weights is not None:
             after_weights(tmp)
@@ -310,6 +318,12 @@ def load_weights(model: Any, checkpoint: Path) -> None:
         )
 
 
+def _load(path: Path) -> Any:
+    """A trainer file, onto the CPU: saved from cuda:0, it would otherwise land on every rank's cuda:0 (or fail
+    on a machine without that GPU)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_trainer_state(
     checkpoint: Path,
     optimizer: torch.optim.Optimizer,
@@ -318,10 +332,11 @@ def load_trainer_state(
 ) -> dict[str, Any]:
     """Restore optimizer, scheduler and this process's RNG states; return the saved trainer state dict.
 
-    A process whose rank has no RNG file (the run had fewer processes) takes rank 0's.
+    A process whose rank has no RNG file (the run had fewer processes) takes rank 0's. Each process's GPU
+    generator state goes back onto its own GPU.
     """
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
+    optimizer.load_state_dict(_load(checkpoint / "optimizer.pt"))  # moves the state onto the weights' device
+    scheduler.load_state_dict(_load(checkpoint / "scheduler.pt"))
     rng = checkpoint / rng_file(rank)
-    _set_rng_state(torch.load(rng if rng.is_file() else checkpoint / rng_file(0), weights_only=True))
+    _set_rng_state(_load(rng if rng.is_file() else checkpoint / rng_file(0)))
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))

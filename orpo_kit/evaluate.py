@@ -11,7 +11,7 @@ import torch
 from .data import PreferencePair, TokenizedPair
 from .forward import compute_pair_logps
 from .layouts import choose_layout
-from .scoring import scoring_batches
+from .scoring import collate_onto, scoring_batches
 
 
 @dataclass
@@ -43,7 +43,7 @@ def score_pairs(
     layout = choose_layout(model)
     out: list[PairScore] = []
     for chunk, batch in scoring_batches(
-        model, tokenized, batch_size, lambda c: layout.collate(c, pad_token_id).to(device)
+        model, tokenized, batch_size, lambda c: collate_onto(layout, c, pad_token_id, device)
     ):
         logps = compute_pair_logps(model, batch, chunked=True)
         for i, tok in enumerate(chunk):

@@ -9,12 +9,20 @@ Two ways to get log-probs, both exact:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from .layouts import PairBatch
-from .logprobs import LogpTargets, head_token_logps, pair_logps_from_token_logps, token_logps_from_logits
+from .logprobs import (
+    LogpTargets,
+    head_token_logps,
+    pair_logps_from_token_logps,
+    plain_layer,
+    token_logps_from_logits,
+)
 from .loss import PairLogps, check_nll_tokens
 
 # Config fields that mean the logits are not simply lm_head(hidden): such models take the full-logits path.
@@ -69,14 +77,31 @@ def _last_hidden_states(model: torch.nn.Module, inputs: dict[str, torch.Tensor])
     def keep(module: torch.nn.Module, args: Any, output: Any) -> None:
         captured.append(output[0] if isinstance(output, tuple) else output.last_hidden_state)
 
-    handle = _causal_lm(model).get_decoder().register_forward_hook(keep)
+    lm = _causal_lm(model)
+    handle = lm.get_decoder().register_forward_hook(keep)
     try:
-        model(**inputs, use_cache=False, logits_to_keep=1)
+        with _unmerged_head(lm.get_output_embeddings()):
+            model(**inputs, use_cache=False, logits_to_keep=1)
     finally:
         handle.remove()
     if len(captured) != 1:
         raise RuntimeError(f"expected one decoder call in the forward, saw {len(captured)}")
     return captured[0]
+
+
+@contextlib.contextmanager
+def _unmerged_head(head: torch.nn.Module | None) -> Iterator[None]:
+    """A peft trainable-tokens lm_head computes its discarded one-row logits with the stored layer: its own
+    forward would build a full merged [V, H] copy of the weight (0.5 GB for a 7B) on every micro-batch."""
+    base = plain_layer(head) if head is not None else None
+    if head is None or base is None or base is head:
+        yield
+        return
+    head.forward = base.forward  # the instance attribute shadows the class's method
+    try:
+        yield
+    finally:
+        del head.forward
 
 
 def _causal_lm(model: torch.nn.Module) -> Any:
@@ -88,7 +113,8 @@ def _causal_lm(model: torch.nn.Module) -> Any:
 
 
 def _float_dtype(model: torch.nn.Module) -> torch.dtype:
-    """The dtype activations run in (for the additive attention mask): the input embeddings' dtype."""
-    emb = _causal_lm(model).get_input_embeddings()
+    """The dtype activations run in (for the additive attention mask): the input embeddings' dtype, read from
+    the stored layer (a peft trainable-tokens wrapper's `.weight` would build a merged copy every micro-batch)."""
+    emb = plain_layer(_causal_lm(model).get_input_embeddings())
     weight = getattr(emb, "weight", None)
     return weight.dtype if weight is not None and weight.is_floating_point() else torch.float32

@@ -70,15 +70,19 @@ def check_replicas_agree(model: torch.nn.Module, accelerator: Any, step: int) ->
         )
 
 
-def any_process_nonfinite(accelerator: Any, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]) -> bool:
-    """One decision for all processes: True when any of them saw a non-finite loss or gradient.
+def nonfinite_on_any_process(
+    accelerator: Any, bad_rows: list[str], grad_norm: Any, params: list[torch.Tensor]
+) -> tuple[bool, bool]:
+    """One decision for all processes: (any non-finite loss, any non-finite gradient).
 
     `grad_norm` is the clipped norm accelerate returns (it returns None only under DeepSpeed, which training
-    refuses); `params` are checked one by one when there is no norm.
+    refuses); `params` are checked one by one when there is no norm. Under fp16 a non-finite gradient with
+    finite losses is the loss scaler's overflow, which the scaler handles itself.
     """
     if grad_norm is not None:
         grads_ok = bool(torch.isfinite(torch.as_tensor(grad_norm)))
     else:
         grads_ok = all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
-    flag = torch.tensor([0.0 if grads_ok and not bad_rows else 1.0], device=accelerator.device)
-    return bool(accelerator.reduce(flag, reduction="max").item() > 0)
+    flags = torch.tensor([float(bool(bad_rows)), float(not grads_ok)], device=accelerator.device)
+    bad_loss, bad_grads = (bool(x > 0) for x in accelerator.reduce(flags, reduction="max").tolist())
+    return bad_loss, bad_grads

@@ -5,9 +5,10 @@ shared: B rows, each `[prompt][chosen][rejected]`; a 4D attention mask keeps the
         chosen part and position ids restart at the end of the prompt, so every log-prob equals the plain
         layout's while each prompt is computed once (prefix sharing).
 packed: 1 row, the plain layout's 2B sequences one after another with no padding; position ids restart at each
-        sequence and no attention mask is passed, so transformers keeps attention inside each sequence
-        (flash-attention's varlen kernels). For flash-attention, which takes no 4D mask and so cannot share
-        prefixes.
+        sequence and no attention mask is passed; the sequence boundaries go to flash-attention's varlen kernels
+        as `cu_seq_lens_q/k` and `max_length_q/k`, so attention stays inside each sequence without transformers
+        finding the boundaries again from the position ids in every layer. For flash-attention, which takes no
+        4D mask and so cannot share prefixes.
 
 Each layout owns its collate, its model inputs and its targets. Every layout hands the loss the same
 `LogpTargets`: which hidden position predicts which token, and which of the 2B sequences (chosen_0..B-1,
@@ -43,6 +44,7 @@ class PairBatch:
     segments: torch.Tensor
     position_ids: torch.Tensor  # [rows, T]
     origins: list[str] = field(default_factory=list)  # file and row of each pair, for error messages
+    longest_sequence: int = 0  # packed layout: the longest sequence, a Python int (flash-attention reads it on CPU)
 
     @property
     def num_pairs(self) -> int:
@@ -59,7 +61,7 @@ class PairBatch:
         names = ("input_ids", "attention_mask", "completion_mask", "segments", "position_ids")
         return replace(self, **{k: getattr(self, k).to(device) for k in names})
 
-    def model_inputs(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    def model_inputs(self, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
         """Keyword arguments for the model's forward (`dtype`: the activations', for additive masks)."""
         return self.layout.model_inputs(self, dtype)
 
@@ -79,7 +81,7 @@ class Layout:
         """Tensors of this layout for the pairs."""
         raise NotImplementedError
 
-    def model_inputs(self, batch: PairBatch, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    def model_inputs(self, batch: PairBatch, dtype: torch.dtype) -> dict[str, Any]:
         """ids, mask and positions for the forward."""
         return {
             "input_ids": batch.input_ids,
@@ -223,11 +225,27 @@ class PackedLayout(Layout):
             _sequence_lengths(rows),
             torch.tensor([positions], dtype=torch.long),
             [p.origin for p in pairs],
+            longest_sequence=max(len(prompt) + len(comp) for prompt, comp in rows),
         )
 
-    def model_inputs(self, batch: PairBatch, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """No mask: transformers reads the sequences from the restarting positions."""
-        return {"input_ids": batch.input_ids, "position_ids": batch.position_ids}
+    def model_inputs(self, batch: PairBatch, dtype: torch.dtype) -> dict[str, Any]:
+        """No mask; the sequence boundaries as flash-attention kwargs, so its varlen path needs no sync per layer.
+
+        As transformers' DataCollatorWithFlattening emits them: int32 cumulative lengths on the batch's device and
+        Python-int longest lengths. Eager and sdpa ignore them and build a block-causal mask from the restarting
+        position ids (which RoPE needs anyway).
+        """
+        lengths = batch.segments[:, 1]
+        cu_seq_lens = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+        longest = batch.longest_sequence or int(lengths.max())
+        return {
+            "input_ids": batch.input_ids,
+            "position_ids": batch.position_ids,
+            "cu_seq_lens_q": cu_seq_lens,
+            "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": longest,
+            "max_length_k": longest,
+        }
 
     def targets(self, batch: PairBatch, with_prompt: bool) -> LogpTargets:
         """Inside each sequence position t predicts token t + 1, as in the plain layout's rows."""

@@ -27,10 +27,10 @@ from .callbacks import TrainerCallback
 from .config import ORPOConfig
 from .data import DataInspection, DataReport, PreferencePair, TokenizedPair, skill_counts, tokenize_pairs
 from .guards import (
-    any_process_nonfinite,
     check_replicas_agree,
     guard_if_4bit,
     nonfinite_message,
+    nonfinite_on_any_process,
     refuse_sharded_training,
 )
 from .interrupts import SigintHold, signal_name
@@ -49,7 +49,7 @@ from .run_dir import (
     refuse_or_replace_earlier_run,
     restart_metrics,
 )
-from .scoring import scoring_batches
+from .scoring import collate_onto, scoring_batches
 from .step import build_optimizer, orpo_step
 from .train_data import BatchOrder, length_grouped, load_train_eval, pair_length
 
@@ -127,6 +127,7 @@ class Trainer:
         self.processes = gather_object([{"rank": self.accelerator.process_index, "pid": os.getpid()}])
         self.step = 0
         self.skipped_steps = 0  # updates dropped for a non-finite loss or gradient (see _skip_step)
+        self.overflow_steps = 0  # fp16 updates the loss scaler dropped (not skipped steps: the scaler recovers)
         self._sigint = SigintHold()
         self._unlogged: dict[str, float] | None = None
         self._last_eval: tuple[int, dict[str, float]] = (-1, {})
@@ -200,13 +201,14 @@ class Trainer:
 
     def _collate(self, items: list[TokenizedPair]) -> PairBatch:
         """Padded tensors on this process's device."""
-        return self.layout.collate(items, self.tokenizer.pad_token_id).to(self.accelerator.device)
+        return collate_onto(self.layout, items, self.tokenizer.pad_token_id, self.accelerator.device)
 
     # ---- one optimizer step -----------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
         """Accumulate gradients over micro-batches, clip, update; return metrics averaged over the step.
 
-        A non-finite loss or gradient on any process skips the update on every process (`_skip_step`).
+        A non-finite loss or gradient on any process skips the update on every process (`_skip_step`); under
+        fp16 a non-finite gradient from finite losses is an overflow, which the loss scaler handles.
         """
         self.model.train()
         micro = self.micro_batches(self.step)
@@ -228,16 +230,30 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        if any_process_nonfinite(self.accelerator, bad_rows, grad_norm, params):
+        bad_loss, bad_grads = nonfinite_on_any_process(self.accelerator, bad_rows, grad_norm, params)
+        scaler = self.accelerator.scaler  # fp16 only
+        if bad_loss or (bad_grads and scaler is None):
             return self._skip_step(micro, bad_rows, lr)
         with self._sigint.hold():
-            self.optimizer.step()
-            self.scheduler.step()
+            self.optimizer.step()  # under fp16 the scaler drops an overflowed update and lowers its scale
+            self._step_schedule()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
+            self.overflow_steps += int(bad_grads)
         totals = self.accelerator.reduce(totals, reduction="mean")
-        out = {k: v.item() for k, v in zip(METRIC_NAMES, totals, strict=True)}
-        return {**out, "grad_norm": float(grad_norm), "learning_rate": lr}
+        out: dict[str, float] = {k: v.item() for k, v in zip(METRIC_NAMES, totals, strict=True)}
+        if not bad_grads:
+            out["grad_norm"] = float(grad_norm)
+        if scaler is not None:
+            out.update(loss_scale=float(scaler.get_scale()), overflow_steps=self.overflow_steps)
+        return {**out, "learning_rate": lr}
+
+    def _step_schedule(self) -> None:
+        """Move the LR schedule on by one step, also when the update was dropped (see `_skip_step`)."""
+        with warnings.catch_warnings():
+            # torch warns when the schedule moves before any optimizer.step(): here that is the intent
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
 
     def _skip_step(self, micro: list[list[int]], bad_rows: list[str], lr: float) -> dict[str, float]:
         """Drop this step's update on every process, warn with the step and rows, or stop past the limit.
@@ -247,6 +263,8 @@ class Trainer:
         optimizer update (weights and Adam state) is dropped.
         """
         self.optimizer.zero_grad(set_to_none=True)
+        if self.accelerator.scaler is not None:
+            self.accelerator.scaler.update()  # unscale_ ran in clip_grad_norm_: the scaler expects its update
         step_rows = [self.train_data[i].origin for indices in micro for i in indices]
         reports = gather_object([(self.accelerator.process_index, bad_rows, step_rows)])
         message = nonfinite_message(self.step + 1, reports)
@@ -255,10 +273,8 @@ class Trainer:
                 f"{message}; {self.skipped_steps} step(s) already skipped "
                 f"(max_skipped_steps={self.cfg.max_skipped_steps}): stopping"
             )
-        with self._sigint.hold(), warnings.catch_warnings():
-            # torch warns when the schedule moves before any optimizer.step(): here that is the intent
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            self.scheduler.step()
+        with self._sigint.hold():
+            self._step_schedule()
             self.step += 1
             self.skipped_steps += 1
         if self.accelerator.is_main_process:
@@ -434,7 +450,10 @@ class Trainer:
                 "processes": self.processes,
                 "saved_by_pid": os.getpid(),
                 "skipped_steps": self.skipped_steps,
+                "overflow_steps": self.overflow_steps,
             }
+            if self.accelerator.scaler is not None:
+                state["grad_scaler"] = self.accelerator.scaler.state_dict()
             path = ckpt.save_checkpoint(
                 self.run_dir,
                 self.step,
@@ -488,6 +507,9 @@ class Trainer:
         state = ckpt.load_trainer_state(found, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.overflow_steps = int(state.get("overflow_steps", 0))
+        if self.accelerator.scaler is not None and "grad_scaler" in state:
+            self.accelerator.scaler.load_state_dict(state["grad_scaler"])
         if self.accelerator.is_main_process:
             print(f"resuming from {found} (step {self.step})")
         return self.step

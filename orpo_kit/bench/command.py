@@ -23,8 +23,9 @@ Each run loads the saved model, takes `warmup` steps that are not timed, then `s
   without the lean heap) and `trl_lean_heap` (TRL with it): each option's share.
 
 Both trainers see identical token ids (checked in every worker), batch i = pairs 4i .. 4i+3 for both, fp32,
-dropout off, no gradient checkpointing, AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, no weight decay),
-linear decay, clipping at 1.0, lambda = beta = 0.1, LoRA r=16 alpha=32 dropout 0 on all linear layers.
+dropout off, no gradient checkpointing on CPU (on a GPU both checkpoint every layer: plan.checkpointing_for),
+AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, no weight decay), linear decay, clipping at 1.0,
+lambda = beta = 0.1, LoRA r=16 alpha=32 dropout 0 on all linear layers.
 
 What is reported (JSON, a table, a bar chart)
 ---------------------------------------------
@@ -41,7 +42,8 @@ What is reported (JSON, a table, a bar chart)
   orpo_kit_trl_compat must agree (relative difference ~1e-7 in fp32).
 
 GPU (when CUDA is available and --device is auto or cuda): a random-weight model with Mistral-7B's config,
-4-bit NF4 + LoRA, bf16 compute, rows of about 1024 and 2048 tokens; with flash-attn installed, also
+4-bit NF4 + LoRA, bf16 compute, rows of about 1024 and 2048 tokens, activation checkpointing in both trainers
+(4 pairs of the 7B do not fit a card without it: plan.checkpointing_for); with flash-attn installed, also
 `orpo_kit_flash_packed` (flash-attention 2, packed rows: it takes no 4D mask, so no prefix sharing).
 UNTESTED: written without a GPU.
 """
@@ -77,6 +79,7 @@ from .plan import (
     VARIANT_IMPLS,
     WORKER_TIMEOUT_S,
     build_plan,
+    checkpointing_for,
 )
 from .report import _trainable_params_equal, acceptance, aggregate, format_table, loss_agreement, plot_results
 from .runners import run_worker
@@ -167,16 +170,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-size", default=None, help=argparse.SUPPRESS)  # "tiny": tests
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate the workloads, run every worker, aggregate, write JSON / table / chart; 0 when all runs ran."""
+def resolve_device(requested: str) -> str:
+    """cuda or cpu for --device: auto takes the GPU when CUDA is available; cuda without CUDA is an error."""
     import torch
 
+    device = requested if requested != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available here")
+    return device
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the workloads, run every worker, aggregate, write JSON / table / chart; 0 when all runs ran."""
     t0 = time.perf_counter()
     mode = "quick" if args.quick else "full"
     preset = QUICK if args.quick else FULL
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available here")
+    device = resolve_device(args.device)
     cores = os.cpu_count() or 1
     threads = args.threads or (cores if device == "cpu" else min(8, cores))
     warmup = preset["warmup"] if args.warmup is None else args.warmup
@@ -346,6 +355,7 @@ def _settings(
         "learning_rate": LEARNING_RATE,
         "orpo_lambda": ORPO_LAMBDA,
         "lora": LORA,
+        "gradient_checkpointing": checkpointing_for(device),  # both trainers alike
         "warmup_steps": warmup,
         "timed_steps": steps,
         "repeats": 1 + max(r["repeat"] for r in plan),

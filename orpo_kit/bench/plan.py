@@ -84,11 +84,27 @@ TOKENS_DEFINITION = (
 FLOPS_DEFINITION = (
     "FLOPs per logical token = 4 x flops_params (LoRA: forward + input gradients of the frozen "
     "base) or 6 x flops_params (full fine-tuning); flops_params = all parameters but the input "
-    "embedding (lm_head included); attention score FLOPs and LoRA adapters not counted"
+    "embedding (lm_head included); attention score FLOPs, LoRA adapters and the forward that activation "
+    "checkpointing recomputes (GPU runs) not counted"
 )
 
 
 # ---- the plan -------------------------------------------------------------------------------------------
+def checkpointing_for(device: str) -> bool:
+    """Activation checkpointing in both trainers: on a GPU yes (the same setting on both sides), on CPU no.
+
+    Why checkpointing rather than batch 1 on a GPU: at the mixes' longest rows the package's estimator
+    (orpo_kit.memory) puts 4 pairs of the 7B without it at about 78 GiB (len1024) and 153 GiB (len2048) for
+    orpo_kit, more for TRL's padded rows and full logits, and even 1 pair of len2048 at about 42 GiB; with it the
+    len1024 runs need under 24 GiB and the len2048 runs about 23-33 GiB (a 40 or 80 GiB card). Batch 4 keeps the
+    measured step the one the CPU runs take (4 pairs, so packing and prefix sharing have rows to work on), and
+    checkpointing is how QLoRA jobs on one GPU run (the mistral-7b-qlora preset). Both trainers recompute every
+    decoder layer in backward with non-reentrant torch.utils.checkpoint, so the comparison stays fair. The CPU
+    models fit without it, and there it would only slow both trainers down.
+    """
+    return device == "cuda"
+
+
 def build_plan(
     mode: str,
     device: str,
@@ -98,7 +114,8 @@ def build_plan(
     repeats: int | None = None,
     variants: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs in execution order: for each repeat, for each workload, the implementations in turn."""
+    """Runs in execution order: for each repeat, for each workload, the implementations in turn (each run with
+    the device's checkpointing setting, `checkpointing_for`)."""
     preset = QUICK if mode == "quick" else FULL
     mixes = list(mixes or (GPU_MIXES if device == "cuda" else CPU_MIXES))
     adapters = list(adapters or (("lora",) if device == "cuda" else preset["adapters"]))
@@ -112,6 +129,7 @@ def build_plan(
     if unknown:
         raise ValueError(f"unknown name(s) {unknown}: impls {list(IMPLS)}, mixes {list(MIXES)}, adapters lora/full")
     variants = (mode == "full") if variants is None else variants
+    checkpointing = checkpointing_for(device)
     plan = []
     for repeat in range(repeats or preset["repeats"]):
         for adapter in adapters:
@@ -119,5 +137,8 @@ def build_plan(
                 names = list(impls)
                 if variants:
                     names += [v for v in VARIANTS.get((mix, adapter), ()) if v not in names]
-                plan += [dict(impl=i, mix=mix, adapter=adapter, repeat=repeat) for i in names]
+                plan += [
+                    dict(impl=i, mix=mix, adapter=adapter, repeat=repeat, gradient_checkpointing=checkpointing)
+                    for i in names
+                ]
     return plan

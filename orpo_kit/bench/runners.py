@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from ..allocator import lean_heap_active
 from .machine import peak_rss_gb, rss_gb
-from .plan import BATCH_PAIRS, IMPLS, LEARNING_RATE, LORA, MAX_LENGTH, ORPO_LAMBDA, SEED
+from .plan import BATCH_PAIRS, IMPLS, LEARNING_RATE, LORA, MAX_LENGTH, ORPO_LAMBDA, SEED, checkpointing_for
 from .workloads import load_pairs
 
 
@@ -32,6 +32,11 @@ def _assert_same_ids(got: list[tuple[list[int], list[int], list[int]]], pairs, w
     return len(want)
 
 
+def _checkpointing(spec: dict[str, Any]) -> bool:
+    """The run's activation checkpointing: the plan's setting (its device's default for older specs)."""
+    return bool(spec.get("gradient_checkpointing", checkpointing_for(spec["device"])))
+
+
 def _orpo_kit_config(spec: dict[str, Any]) -> Any:
     """orpo_kit's config for a run: the benchmark's shared settings plus the implementation's options."""
     from ..config import ORPOConfig
@@ -46,7 +51,7 @@ def _orpo_kit_config(spec: dict[str, Any]) -> Any:
         lora_alpha=LORA["alpha"],
         lora_dropout=LORA["dropout"],
         lora_target_modules=LORA["target_modules"],
-        gradient_checkpointing=False,
+        gradient_checkpointing=_checkpointing(spec),
         load_in_4bit=gpu,
         bnb_4bit_compute_dtype="bfloat16",
         max_length=MAX_LENGTH,
@@ -108,7 +113,7 @@ def _run_orpo_kit(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[st
         "losses": losses,
         "trainable_params": _trainable(trainer.model),
         "token_ids_checked": checked,
-        **_model_checks(trainer.model),
+        **_model_checks(trainer.model, _checkpointing(spec)),
     }
 
 
@@ -150,25 +155,31 @@ def _trl_model(spec: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _trl_args(spec: dict[str, Any]) -> Any:
-    """TRL's ORPOConfig with the benchmark's shared settings (no checkpointing, sequential sampler, fp32 on CPU)."""
+    """TRL's ORPOConfig with the benchmark's shared settings (the plan's checkpointing, sequential sampler)."""
     from trl.experimental.orpo import ORPOConfig
 
     gpu = spec["device"] == "cuda"
     import dataclasses
 
-    # transformers 5 renamed gradient_checkpointing (TRL's default: True) to activation_checkpointing
-    no_checkpointing: dict[str, Any] = {
-        name: False
-        for name in ("gradient_checkpointing", "activation_checkpointing")
-        if name in {f.name for f in dataclasses.fields(ORPOConfig)}
+    # transformers 5 renamed gradient_checkpointing (TRL's default: True) to activation_checkpointing; both names
+    # are set alike. Non-reentrant checkpointing, as orpo_kit's loaders ask (orpo_kit.models).
+    on = _checkpointing(spec)
+    options = {"use_reentrant": False} if on else None
+    settings = {
+        "gradient_checkpointing": on,
+        "activation_checkpointing": on,
+        "gradient_checkpointing_kwargs": options,
+        "activation_checkpointing_kwargs": options,
     }
+    fields = {f.name for f in dataclasses.fields(ORPOConfig)}
+    checkpointing: dict[str, Any] = {name: value for name, value in settings.items() if name in fields}
     return ORPOConfig(
         output_dir=spec["run_dir"],
         beta=ORPO_LAMBDA,
         max_length=MAX_LENGTH,
         bf16=gpu,
         fp16=False,
-        **no_checkpointing,
+        **checkpointing,
         use_cpu=not gpu,
         report_to="none",
         save_strategy="no",
@@ -263,7 +274,7 @@ def _run_trl(spec: dict[str, Any], pairs, marks: dict[str, Any]) -> dict[str, An
         "losses": list(trainer.losses),
         "trainable_params": _trainable(trainer.model),
         "token_ids_checked": checked,
-        **_model_checks(trainer.model),
+        **_model_checks(trainer.model, _checkpointing(spec)),
     }
 
 
@@ -271,16 +282,20 @@ def _trainable(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _model_checks(model: Any) -> dict[str, Any]:
-    """Settings that must be equal on both sides, read from the trained model itself (recorded, then asserted)."""
+def _model_checks(model: Any, want_checkpointing: bool = False) -> dict[str, Any]:
+    """Settings that must be equal on both sides, read from the trained model itself (recorded, then asserted):
+    activation checkpointing as the plan asks, no dropout."""
     import torch
 
     checkpointing = any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
     dropout = max([m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] + [0.0])
     config = getattr(model, "config", None)
     dropout = max(dropout, float(getattr(config, "attention_dropout", 0.0) or 0.0))
-    if checkpointing or dropout > 0:
-        raise RuntimeError(f"unfair settings: activation checkpointing {checkpointing}, dropout {dropout}")
+    if checkpointing != want_checkpointing or dropout > 0:
+        raise RuntimeError(
+            f"unfair settings: activation checkpointing {checkpointing} (the plan asks {want_checkpointing}), "
+            f"dropout {dropout}"
+        )
     dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad})
     return {"activation_checkpointing": checkpointing, "max_dropout": dropout, "trainable_dtypes": dtypes}
 

@@ -9,7 +9,8 @@ What is alive at the peak, for the layout and the log-prob path the trainer will
   two fp32 states;
 * activations saved for backward, per token and per decoder layer (`layer_activation_bytes`); with gradient
   checkpointing each layer's input plus one recomputed layer; the shared layout's one 4D mask;
-* logits: chunked through lm_head (`chunked_logps`) or the model's full [rows, T, V] logits;
+* logits: chunked through lm_head (`chunked_logps`) or the model's full [rows, T, V] logits; with trainable
+  new-token rows, the merged [V, H] copy of lm_head that peft's forward builds (`merged_head_copy`);
 * an allocator factor on activations and a small constant overhead (`calibration`).
 
 The layout comes from `orpo_kit.layouts.layout_for`, the same rule the trainer uses.
@@ -211,9 +212,17 @@ def activation_bytes(
 
 
 def frozen_head(cfg: ORPOConfig, added: int) -> bool:
-    """Whether the output layer is a frozen plain Linear (LoRA / QLoRA, no new token rows on it): log-probs then
-    take `FrozenHeadLogps`, which forms d logp / d hidden in the forward instead of recomputing the logits."""
-    return bool(cfg.use_lora or cfg.load_in_4bit) and added == 0
+    """Whether the output layer is a frozen Linear (LoRA / QLoRA; new-token rows on it may train): log-probs
+    then take `FrozenHeadLogps`, which forms the gradients in the forward instead of recomputing the logits."""
+    return bool(cfg.use_lora or cfg.load_in_4bit)
+
+
+def merged_head_copy(cfg: ORPOConfig, vocab: int, hidden: int, added: int) -> int:
+    """Bytes of one merged [V, H] fp32 copy of lm_head that peft's trainable-tokens layer builds in the model's
+    own forward (base weight with the new-token rows written in); 0 without trainable rows. The chunked log-prob
+    path never builds one (its one-row forward uses the stored layer); the full-logits path does, and keeps it
+    for backward. The embedding's copy is freed at once, before the peak."""
+    return vocab * hidden * 4 if added and (cfg.use_lora or cfg.load_in_4bit) else 0
 
 
 def logits_bytes(
@@ -234,11 +243,12 @@ def logits_bytes(
         block = chunk * vocab * 4  # one chunk's fp32 logits (or their fp32 copy under autocast)
         frozen = frozen_head(cfg, added)
         blocks = HEAD_CHUNK_BLOCKS_FROZEN if frozen else HEAD_CHUNK_BLOCKS_BACKWARD
-        pieces = [
+        head = [
             blocks * block,  # one chunk's logits at a time (formed in the forward, or recomputed in backward)
-            needed * hidden * 4 * (2 if frozen else 1),  # gathered hidden states [N, H] (+ d logp / d hidden)
-            work.rows * vocab * logit_bytes,
-        ]  # the model's own logits: one position per row
+            needed * hidden * 4 * (2 if frozen else 1)  # gathered hidden states [N, H] (+ d logp / d hidden)
+            + (needed * added * 4 if frozen else 0),  # softmax columns of the trainable new-token rows [N, K]
+        ]
+        pieces = [*head, work.rows * vocab * logit_bytes]  # + one logit row
         if logit_bytes != 4:
             pieces.append(2 * chunk * vocab * logit_bytes)  # the 16-bit logits and their 16-bit gradient
         n_chunks = -(-needed // chunk)
@@ -260,10 +270,12 @@ def logits_bytes(
         ]  # one fp32 log-softmax chunk
         if logit_bytes != 4:
             pieces.append(needed * vocab * 4)  # .float() copies of each chunk, saved by logsumexp
+        copy = merged_head_copy(cfg, vocab, hidden, added)
+        pieces += [copy, copy] if copy else []  # peft's merged lm_head, saved for backward, and its gradient
         details["logits"] = (
             f"[{work.rows}, {work.row_len}, {vocab:,}] {'16-bit' if amp else 'fp32'} + {needed:,} selected rows + "
             f"{min(needed, LOSS_CHUNK_ROWS):,}-row fp32 log-softmax chunk" + (" + fp32 copies" if amp else "")
-        )
+        ) + (f" + peft's merged lm_head copy and its gradient, 2 x {format_bytes(copy)}" if copy else "")
     factor, mmap_threshold, _ = allocator_factor(cfg, dev, bool(cfg.use_lora or cfg.load_in_4bit))
     if dev == "cpu":  # blocks under glibc's mmap threshold live in the heap and fragment like activations
         return sum(p if p >= mmap_threshold else p * factor for p in pieces)
@@ -318,7 +330,8 @@ def estimate_memory(
     counts = count_parameters(shape, vocab)
     notes: list[str] = []
     details: dict[str, str] = {}
-    weights = int(weight_bytes(cfg, shape, counts, cfg.mixed_precision in ("bf16", "fp16"), details, notes))
+    amp = cfg.mixed_precision in ("bf16", "fp16")
+    weights = int(weight_bytes(cfg, shape, counts, amp, details, notes, device=dev))
     train = trainable_bytes(cfg, shape, dataclasses.replace(shape, vocab_size=vocab), counts, added, dev, details)
     activations = int(activation_bytes(cfg, shape, work, train.per_layer_targets, dev, details, notes))
     logits = int(logits_bytes(cfg, work, shape.hidden_size, vocab, chunked, dev, details, added))

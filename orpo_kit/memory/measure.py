@@ -73,6 +73,7 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from ..data import PreferencePair
     from ..forward import supports_chunked_logps
+    from ..logprobs import plain_layer
     from ..models import load_model, load_tokenizer
     from ..train import Trainer
 
@@ -98,7 +99,7 @@ def _measure_worker(spec: dict[str, Any]) -> dict[str, Any]:
             device="cpu",
         )
         trainer = Trainer(cfg, model=model, tokenizer=tokenizer, train_pairs=few[:batch], eval_pairs=few[batch:])
-        vocab = int(cast(Any, model).get_input_embeddings().weight.shape[0])
+        vocab = int(cast(Any, plain_layer(cast(Any, model).get_input_embeddings())).weight.shape[0])  # no copy
         trainer.train_data = synthetic_pairs(batch, seq_len, min(vocab, len(tokenizer)), seed=cfg.seed)
         layout = trainer.layout.name
         chunked = bool(cfg.chunked_logps and supports_chunked_logps(trainer.model))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..config import ORPOConfig
 from .calibration import DOUBLE_QUANT_BLOCKSIZE, NF4_BLOCKSIZE
 from .report import format_bytes, format_count
@@ -24,9 +26,24 @@ class Trainables:
 
 
 def weight_bytes(
-    cfg: ORPOConfig, shape: ModelShape, counts: ParamCounts, amp: bool, details: dict[str, str], notes: list[str]
+    cfg: ORPOConfig,
+    shape: ModelShape,
+    counts: ParamCounts,
+    amp: bool,
+    details: dict[str, str],
+    notes: list[str],
+    device: str = "cpu",
 ) -> float:
-    """Base weights as stored (fp32, or NF4 + constants), + autocast's 16-bit copies under mixed precision."""
+    """Base weights as stored (fp32, 16-bit for a LoRA base on a GPU, or NF4 + constants), + autocast's 16-bit
+    copies under mixed precision."""
+    from ..models.load import base_weights_dtype
+
+    if not cfg.load_in_4bit and base_weights_dtype(cfg, torch.device(device)) != torch.float32:
+        details["weights"] = (
+            f"{format_count(counts.total)} params in {cfg.mixed_precision} (a frozen LoRA base on a GPU loads in "
+            "the compute dtype; autocast needs no copies)"
+        )
+        return counts.total * 2
     if cfg.load_in_4bit:
         constants = (
             1 / NF4_BLOCKSIZE + 4 / (NF4_BLOCKSIZE * DOUBLE_QUANT_BLOCKSIZE)

