@@ -123,7 +123,7 @@ def run_eval(args: argparse.Namespace) -> int:
     """Evaluate runs and print (and plot) the comparison."""
     import json
 
-    from .runs import evaluate_run, results_table
+    from .runs import evaluate_run, results_table, skill_comparison_table
 
     results = [
         evaluate_run(
@@ -137,6 +137,8 @@ def run_eval(args: argparse.Namespace) -> int:
         for i, d in enumerate(args.run_dirs)
     ]
     print("\n".join(results_table(results)))
+    for result in results:  # per skill with n and standard errors: per-skill n is often small
+        print(f"\nrun {Path(result['run']).name}, " + "\n".join(skill_comparison_table(result)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     if args.plot:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Download sizes of the recipes' hub models (the safetensors shards transformers fetches; the hub's file list):
 # mistralai/Mistral-7B-v0.1: model-00001-of-00002.safetensors 9,942,981,696 B + model-00002-of-00002 4,540,516,344 B.
@@ -338,3 +339,42 @@ def estimate_fit_text(
     )
     est = estimate_memory(cfg, device=device)
     return "\n".join([fits_verdict(est.total, device_gib), ""] + est.lines()[:10])
+
+
+ESTIMATOR_PRESETS = ("tiny", "smol", "mistral-7b-qlora")
+
+
+def estimator_widget(
+    preset: str, max_length: int, batch_size: int, gradient_checkpointing: bool, device_gib: float
+) -> Any:
+    """Notebook 00's "will it fit?" widget: preset, max_length, batch, checkpointing and GPU GiB controls; every
+    change shows `estimate_fit_text` for them. Displayed, it also saves a static copy of what it shows."""
+    import html
+
+    import ipywidgets as widgets
+
+    from .viz.static import StaticView, static_copy_box
+
+    controls = [
+        widgets.Dropdown(options=list(ESTIMATOR_PRESETS), value=preset, description="preset"),
+        widgets.IntSlider(value=max_length, min=256, max=max(4096, max_length), step=256, description="max_length"),
+        widgets.IntSlider(value=batch_size, min=1, max=max(16, batch_size), description="batch"),
+        widgets.Checkbox(value=gradient_checkpointing, description="checkpointing"),
+        widgets.FloatSlider(value=device_gib, min=8, max=max(80, device_gib), step=1, description="GPU GiB"),
+    ]
+    view = widgets.HTML()
+
+    def text() -> str:
+        return estimate_fit_text(*(c.value for c in controls))
+
+    def show(_: Any = None) -> None:
+        view.value = f'<pre class="orpo-estimate">{html.escape(text())}</pre>'
+
+    def snapshot() -> StaticView:
+        settings = ", ".join(f"{c.description} = {c.value}" for c in controls)
+        return StaticView(f"{settings}\n{text()}", html=f"<p>{html.escape(settings)}</p>{view.value}")
+
+    for control in controls:
+        control.observe(show, names="value")
+    show()
+    return static_copy_box([*controls, view], snapshot)

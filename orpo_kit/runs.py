@@ -247,15 +247,18 @@ def _write_model_card(folder: Path, name: str, run: LoadedRun, dtype: torch.dtyp
 def _eval_model(
     model: Any, tokenizer: Any, pairs: list, tokenized: list, max_new_tokens: int, with_generation: bool
 ) -> dict[str, Any]:
-    """Reward accuracy (overall, per skill) and, optionally, per-skill checks of greedy answers."""
-    from .evaluate import generation_scores, reward_accuracy, score_pairs
+    """Reward accuracy (overall, per skill) and, optionally, per-skill checks of greedy answers, each with n,
+    standard error and 95% interval (`generation` keeps the plain shares, `generation_stats` the rest)."""
+    from .evaluate import generation_stats, reward_accuracy, score_pairs
 
     result: dict[str, Any] = {
         "reward_accuracy": reward_accuracy(score_pairs(model, tokenized, tokenizer.pad_token_id, pairs=pairs))
     }
     if with_generation:
         answers = generate(model, tokenizer, [p.prompt_messages for p in pairs], max_new_tokens=max_new_tokens)
-        result["generation"] = generation_scores(answers, pairs)
+        stats = generation_stats(answers, pairs)
+        result["generation"] = stats["per_skill"]
+        result["generation_stats"] = stats
     return result
 
 
@@ -291,8 +294,10 @@ def evaluate_run(
 
 
 def results_table(results: list[dict[str, Any]]) -> list[str]:
-    """Text table: one row per model (base, then each run), one column per skill and 'all'."""
-    rows = []
+    """Text table: one row per model (base, then each run), one column per skill and 'all', then the number of
+    held-out pairs behind each column."""
+    rows: list[tuple[str, dict[str, float], dict[str, float]]] = []
+    counts: dict[str, int] = {}  # pairs per skill, from the first model (every model sees the same pairs)
     for res in results:
         for which in ("base", "tuned"):
             if which in res:
@@ -300,6 +305,7 @@ def results_table(results: list[dict[str, Any]]) -> list[str]:
                 acc = res[which]["reward_accuracy"]
                 gen = res[which].get("generation", {})
                 rows.append((name, {"all": acc["all"], **acc.get("per_skill", {})}, gen))
+                counts = counts or {"all": acc.get("n", 0), **acc.get("n_per_skill", {})}
     skills = sorted({k for _, acc, _ in rows for k in acc if k != "all"})
     lines = [
         "reward accuracy (held-out pairs) | generation checks",
@@ -313,4 +319,65 @@ def results_table(results: list[dict[str, Any]]) -> list[str]:
             for s in skills
         )
         lines.append(f"{name[:28]:28s} {acc['all']:>6.3f} {cells}")
+    if counts:
+        cells = " ".join(f"{counts.get(s, 0):>11d}" for s in skills)
+        lines.append(f"{'n (pairs)':28s} {counts.get('all', 0):>6d} {cells}")
     return lines
+
+
+def _share_cell(stats: dict[str, Any] | None, skill: str) -> str:
+    """'0.85 ±0.08' (share and standard error) of one skill, or '-' when it was not measured."""
+    if not stats or skill not in stats.get("per_skill", {}):
+        return f"{'-':^11s}"
+    return f"{stats['per_skill'][skill]:.2f} ±{stats['se_per_skill'][skill]:.2f}"
+
+
+def _degenerate_note(tables: list[dict[str, Any] | None]) -> list[str]:
+    """A footer for shares of exactly 0 or 1, whose standard error is 0: their 95% Wilson interval instead."""
+    from .evaluate import wilson_interval
+
+    found: dict[int, set[float]] = {}
+    for table in filter(None, tables):
+        for skill, p in table["per_skill"].items():
+            if p in (0.0, 1.0) and skill != "all":
+                found.setdefault(table["n_per_skill"][skill], set()).add(p)
+    if not found:
+        return []
+    lines = ["± is 0 at 0.00 and 1.00; read the 95% Wilson interval there instead:"]
+    for n in sorted(found):
+        spans = [
+            f"{p:.2f} -> [{lo:.2f}, {hi:.2f}]"
+            for p in sorted(found[n])
+            for lo, hi in [wilson_interval(round(p * n), n)]
+        ]
+        lines.append(f"  n = {n}: " + ", ".join(spans))
+    return lines
+
+
+def skill_comparison_table(result: dict[str, Any]) -> list[str]:
+    """Per-skill rows of one `evaluate_run` result: n, then base and tuned reward accuracy and generation check,
+    each as share ± binomial standard error sqrt(p(1-p)/n), so small-n differences are read as noisy."""
+    from .evaluate import with_overall
+
+    models = [w for w in ("base", "tuned") if w in result]
+    acc = {w: with_overall(result[w]["reward_accuracy"]) for w in models}
+    gen = {w: with_overall(result[w].get("generation_stats")) for w in models}
+    skills = sorted({k for w in models for k in (acc[w] or {}).get("per_skill", {}) if k != "all"}) + ["all"]
+    head = " ".join(f"{w:>11s}" for w in models)
+    lines = [
+        "held-out pairs per skill: share ± standard error (binomial, sqrt(p(1-p)/n))",
+        f"{'':14s} {'':>4s}  {'reward accuracy':^{12 * len(models)}s}  {'generation check':^{12 * len(models)}s}",
+        f"{'skill':14s} {'n':>4s}  {head}  {head}",
+    ]
+    for skill in skills:
+        n = next((a["n_per_skill"][skill] for a in acc.values() if a and skill in a["n_per_skill"]), 0)
+        cells = [_share_cell(acc[w], skill) for w in models] + [_share_cell(gen[w], skill) for w in models]
+        lines.append(
+            f"{skill[:14]:14s} {n:>4d}  " + " ".join(cells[: len(models)]) + "  " + " ".join(cells[len(models) :])
+        )
+        gen_n = next((g["n_per_skill"].get(skill) for g in gen.values() if g), None)
+        if gen_n is not None and gen_n != n:
+            lines[-1] += f"  (generation n = {gen_n})"
+    if not any(gen.values()):
+        lines.append("generation checks not run (with_generation=False)")
+    return lines + _degenerate_note([*acc.values(), *gen.values()])

@@ -1,7 +1,10 @@
 """Execute notebooks in place (so readers on the web see results) and strip execution noise.
 
 Usage: python scripts/run_notebook.py notebooks/02_orpo_loss.ipynb [...]   (set ORPO_KIT_SMOKE=1 for smoke mode)
-Volatile metadata and widget state are removed, execution counts normalized to 1..N; the kernelspec is kept.
+Volatile metadata is removed and execution counts normalized to 1..N; the kernelspec and the widget state are
+kept: JupyterLab renders a saved widget from that state when a reader opens the notebook before running it (without
+it: "Error displaying widget: model not found"). Each widget's output also carries a static copy of its view
+(`orpo_kit.viz.static`) for renderers that ignore widgets.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from orpo_kit.viz.static import WIDGET_STATE, saved_widget_problems
+
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
@@ -20,7 +25,7 @@ PROGRESS_PREFIXES = ("ORPO:", "Writing model shards", "Loading weights", "scorin
 
 
 def _progress_bar(output: dict) -> bool:
-    """A tqdm notebook bar: a widget view whose text is a progress line (its state is not saved anyway)."""
+    """A tqdm notebook bar: a widget view whose text is a progress line (noise; its saved state goes unused)."""
     data = output.get("data", {})
     text = data.get("text/plain", "")
     text = "".join(text) if isinstance(text, list) else text
@@ -29,8 +34,12 @@ def _progress_bar(output: dict) -> bool:
 
 def strip(nb: nbformat.NotebookNode) -> None:
     """Drop volatile metadata; number code cells 1..N in order (nbval treats a cell with outputs but no
-    execution count as an error, so counts are normalized rather than removed); keep the kernelspec."""
+    execution count as an error, so counts are normalized rather than removed); keep the kernelspec and the
+    saved widget state."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE)
     nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
+    if state and state.get("state"):
+        nb.metadata["widgets"] = {WIDGET_STATE: state}
     count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
@@ -44,15 +53,22 @@ def strip(nb: nbformat.NotebookNode) -> None:
 
 
 def run(path: Path) -> None:
-    """Execute top to bottom in the notebook's folder, then save stripped."""
+    """Execute top to bottom in the notebook's folder (saving the widget state), then save stripped."""
     nb = nbformat.read(path, as_version=4)
     nb.metadata["kernelspec"] = KERNELSPEC
+    nb.metadata.pop("widgets", None)  # the previous run's state: replaced by this run's
     NotebookClient(
-        nb, timeout=7200, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        nb,
+        timeout=7200,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     strip(nb)
     nbformat.write(nb, path)
     print(f"executed {path}")
+    for problem in saved_widget_problems(nb, path.name):
+        print(f"warning: {problem}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""Notebooks 02 and 05 in a real browser: JupyterLab with ipywidgets, in headless Chromium driven by Playwright.
+"""The notebooks with widgets (00, 01, 02, 04, 05, 06) in a real browser: JupyterLab with ipywidgets, in headless
+Chromium driven by Playwright.
 
 A notebook can pass nbval and still show "Error displaying widget" to every reader; these tests look at what the
 reader sees. One JupyterLab server (127.0.0.1, random port and token, smoke mode, hermetic Jupyter dirs) serves a
-temporary copy of the notebooks; each test opens one notebook, runs all its cells, checks the widgets render,
-moves them, compares the numbers on the page with the package's, and saves screenshots in
-test-artifacts/browser/ (the path is printed at the end).
+temporary copy of the notebooks. Each notebook is first opened as saved, before running anything: as a reader who
+just opened it (an untrusted notebook: JupyterLab shows each widget's static copy), then trusted (JupyterLab
+renders the widgets from the saved widget state, with a note that they are copies); the same saved notebooks are
+also rendered as a web page that ignores widgets and strips inline styles, like a code-hosting site. Then all
+cells run, and the live widgets are moved and their numbers compared with the package's. A copy whose widgets were
+saved without state or static copy (a notebook not yet executed with scripts/run_notebook.py) is executed with it,
+in smoke mode, before the server starts. Screenshots go to test-artifacts/browser/ (the path is printed at the end).
 
 Needs Debian's `chromium` (root: `apt-get install -y chromium`) and `pip install -e ".[test]"` (jupyterlab,
 playwright; no browser download). Without them the tests skip, except under CI (CI=true), where they fail.
@@ -38,7 +43,12 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-NB02, NB05 = "02_orpo_loss.ipynb", "05_logprobs_before_after.ipynb"
+SAVED = Path(os.environ.get("ORPO_KIT_BROWSER_NOTEBOOKS", NOTEBOOKS))  # the saved notebooks to open (a copy of them)
+NB00, NB01, NB02 = "00_environment_check.ipynb", "01_preference_data.ipynb", "02_orpo_loss.ipynb"
+NB04, NB05, NB06 = "04_training.ipynb", "05_logprobs_before_after.ipynb", "06_chat_and_evaluate.ipynb"
+WIDGET_NOTEBOOKS = (NB00, NB01, NB02, NB04, NB05, NB06)  # 04 shows its live dashboard as an image, not a widget
+DASHBOARD_CELL = "LiveDashboard("  # the source of 04's training cell
+STATIC_NOTE = "Static copy of the widget: run the cells above to interact."  # orpo_kit.viz.static.STATIC_NOTE
 WIDGET_ERRORS = ("Error displaying widget", "Loading widget")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -53,7 +63,8 @@ INSTALL_HINT = (
     "install Chromium with `apt-get update && apt-get install -y chromium` (as root) and the Python side "
     'with `pip install -e ".[test]"` (jupyterlab, playwright; no browser download needed)'
 )
-SERVER_START_S, APP_START_S, KERNEL_START_S, RUN_ALL_S, WIDGET_S = 60, 60, 90, 240, 30  # 2 busy cores: generous
+SERVER_START_S, APP_START_S, KERNEL_START_S, RUN_ALL_S, WIDGET_S = 60, 60, 90, 300, 30  # 2 busy cores: generous
+EXECUTE_S = 600  # executing the copies that lack saved widget state, all at once
 
 
 def chromium_executable() -> str | None:
@@ -129,8 +140,9 @@ def _stop(process: subprocess.Popen) -> None:
 class Lab:
     """A running JupyterLab server and a headless Chromium: open notebooks, run them, inspect their widgets."""
 
-    def __init__(self, url: str, token: str, log: Path, started: float) -> None:
+    def __init__(self, url: str, token: str, log: Path, started: float, root: Path, env: dict[str, str]) -> None:
         self.url, self.token, self.log = url, token, log
+        self.root, self.env = root, env  # the served folder; the server's environment (its Jupyter dirs)
         self.browser: Any = None
         self.pages: dict[str, tuple[Any, BaseException | None]] = {}  # notebook -> (page, error while starting)
         self.console_errors: list[str] = []
@@ -142,11 +154,11 @@ class Lab:
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-n:]
 
-    def start(self, name: str) -> None:
-        """Open notebook `name` and start Run All Cells without waiting: the notebooks run side by side."""
-        page = None
+    def start(self, name: str, page: Any = None) -> None:
+        """Start Run All Cells in notebook `name` (on `page`, else a new one) without waiting: notebooks run side
+        by side."""
         try:
-            page = self.open_notebook(name)
+            page = page or self.open_notebook(name)
             page.evaluate("""() => {
                 window.__orpoRunAll = undefined;
                 window.jupyterapp.commands.execute('notebook:run-all-cells').then(
@@ -158,7 +170,10 @@ class Lab:
             self.pages[name] = (page, exc)
 
     def ran(self, name: str) -> Any:
-        """The page of notebook `name` once Run All Cells has finished; fails on a cell error."""
+        """The page of notebook `name` once Run All Cells has finished (started here if no test started it);
+        fails on a cell error."""
+        if name not in self.pages:
+            self.start(name)
         page, error = self.pages[name]
         if error is not None:
             raise AssertionError(
@@ -175,12 +190,21 @@ class Lab:
                 raise AssertionError(f"Run All Cells in {name}: {result}\n" + "\n".join(errors)[-4000:])
         return page
 
-    def open_notebook(self, name: str) -> Any:
+    def trust(self, name: str) -> None:
+        """Sign notebook `name` for this server, as JupyterLab does when a reader saves it: it opens trusted."""
+        subprocess.run(
+            [sys.executable, "-m", "jupyter", "trust", str(self.root / name)],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+    def open_notebook(self, name: str, workspace: str = "") -> Any:
         """A page showing notebook `name` (its own workspace) once JupyterLab is up and its kernel is idle."""
         page = self.browser.new_page(viewport={"width": 1000, "height": 700})
         page.on("console", lambda m: m.type == "error" and self.console_errors.append(f"{name}: {m.text}"))
         page.on("pageerror", lambda e: self.console_errors.append(f"{name}: page error {e}"))
-        workspace = re.sub(r"\W", "", Path(name).stem)
+        workspace = re.sub(r"\W", "", Path(name).stem) + workspace
         page.goto(f"{self.url}/lab/workspaces/{workspace}/tree/{name}?reset&token={self.token}")
         page.wait_for_function("() => window.jupyterapp !== undefined", timeout=APP_START_S * 1000)
         page.evaluate("() => { window.jupyterapp.restored.then(() => { window.__orpoRestored = true; }); }")
@@ -233,10 +257,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     home = tmp_path_factory.mktemp("jupyter")
     root = home / "notebooks"  # the kernels' cwd: what the notebooks write (runs/...) stays out of the repo
     root.mkdir()
-    for notebook in NOTEBOOKS.glob("*.ipynb"):
+    for notebook in SAVED.glob("*.ipynb"):
         shutil.copy(notebook, root / notebook.name)
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
+    env, started = _server_env(home), time.monotonic()
+    executed = _execute_copies(root, env)
     port, token, log = _free_port(), secrets.token_hex(16), home / "jupyterlab.log"
     cmd = [
         sys.executable,
@@ -253,12 +279,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
-    started = time.monotonic()
     with open(log, "w") as out:
-        server = subprocess.Popen(
-            cmd, cwd=root, env=_server_env(home), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    lab = Lab(f"http://127.0.0.1:{port}", token, log, started)
+        server = subprocess.Popen(cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    lab = Lab(f"http://127.0.0.1:{port}", token, log, started, root, env)
+    lab.timings.append((f"executed first: {', '.join(executed) or 'none'}", time.monotonic() - started))
     try:
         deadline = started + SERVER_START_S
         while True:
@@ -279,14 +303,42 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
             lab.browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
             lab.mark("chromium up")
             try:
-                for name in (NB05, NB02):  # the longest first: it trains a tiny LoRA run
-                    lab.start(name)
                 yield lab
             finally:
                 lab.browser.close()
     finally:
         _stop(server)
         _report(request.config, lab)
+
+
+def _execute_copies(root: Path, env: dict[str, str]) -> list[str]:
+    """Execute, in smoke mode with scripts/run_notebook.py (all at once), the copies whose widgets a reader could
+    not see (no saved state or static copy); their names. Fails if that still leaves such a widget."""
+    from orpo_kit.viz.static import saved_widget_problems
+
+    def problems(name: str) -> list[str]:
+        return saved_widget_problems(json.loads((root / name).read_text()), name)
+
+    todo = [name for name in WIDGET_NOTEBOOKS if problems(name)]
+    script = str(ROOT / "scripts" / "run_notebook.py")
+    runs = {
+        name: subprocess.Popen(
+            [sys.executable, script, name],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in todo
+    }
+    for name, process in runs.items():
+        output, _ = process.communicate(timeout=EXECUTE_S)
+        if process.returncode != 0 or problems(name):
+            pytest.fail(
+                f"executing {name} with {script}: exit {process.returncode}, {problems(name)}\n{output[-3000:]}"
+            )
+    return todo
 
 
 def _report(config: pytest.Config, lab: Lab) -> None:
@@ -334,6 +386,107 @@ def _screenshot(element: Any, name: str) -> Path:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 24)
     assert colours is not None and len(colours) > 1, f"{path} is blank (one colour)"
     return path
+
+
+# --- Before running: the saved notebook as a reader first sees it ----------------------------------------------
+
+
+def _widget_cells(path: Path) -> list[int]:
+    """Indices of the cells whose saved outputs hold a widget (04: the cell that draws the live dashboard)."""
+    cells = json.loads(path.read_text())["cells"]
+    widget = [
+        i
+        for i, cell in enumerate(cells)
+        if any("application/vnd.jupyter.widget-view+json" in out.get("data", {}) for out in cell.get("outputs", []))
+    ]
+    return widget or [i for i, cell in enumerate(cells) if DASHBOARD_CELL in "".join(cell["source"])]
+
+
+def _cell_output(page: Any, index: int, holding: str) -> Any:
+    """The output of notebook cell `index` that holds `holding` (every cell is in the DOM: windowing is off)."""
+    outputs = page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-OutputArea-output")
+    return outputs.filter(has=page.locator(holding)).first
+
+
+def _expect_static_copy(output: Any) -> None:
+    """The output shows a static copy: HTML led by the note, or a PNG that loaded (the note drawn in it)."""
+    from playwright.sync_api import expect
+
+    output.wait_for(state="visible", timeout=WIDGET_S * 1000)
+    copy, image = output.locator(".orpo-static-copy"), output.locator("img")
+    if copy.count():
+        expect(copy).to_contain_text(STATIC_NOTE)
+    else:
+        expect(image).to_have_count(1)
+        image.wait_for(state="visible", timeout=WIDGET_S * 1000)
+        assert image.evaluate("img => img.complete && img.naturalWidth > 100"), "the static copy's PNG did not load"
+
+
+@pytest.mark.parametrize("name", WIDGET_NOTEBOOKS)
+def test_saved_notebook_shows_its_widgets_before_running(lab: Lab, name: str) -> None:
+    """Opened as saved: untrusted, each widget's static copy; trusted, the widget restored from its saved state
+    under the note. Never "Error displaying widget" nor a `VBox(children=...` repr. Then Run All starts."""
+    from playwright.sync_api import expect
+
+    stem, cells = Path(name).stem, _widget_cells(lab.root / name)
+    assert cells, f"{name} saved no widget output"
+    page = lab.open_notebook(name, "-opened")
+    with _diagnosed(lab, page, name):
+        for i in cells:
+            _expect_static_copy(_cell_output(page, i, ".orpo-static-copy, img"))
+        assert "VBox(children" not in page.evaluate("() => document.body.textContent")
+        assert lab.widget_errors(page) == []
+        _screenshot(_cell_output(page, cells[0], ".orpo-static-copy, img"), f"{stem}_saved_static_copy.png")
+    page.close()
+    lab.trust(name)
+    page = lab.open_notebook(name, "-trusted")
+    with _diagnosed(lab, page, name):
+        shown = "img" if name == NB04 else ".jupyter-widgets"
+        for i in cells:
+            output = _cell_output(page, i, shown)
+            output.wait_for(state="visible", timeout=WIDGET_S * 1000)
+            if name != NB04:
+                expect(output.locator(".orpo-static-note")).to_be_visible(timeout=WIDGET_S * 1000)
+                expect(output.locator(".jupyter-widgets-disconnected").first).to_be_visible()
+        assert lab.widget_errors(page) == []
+        _screenshot(_cell_output(page, cells[0], shown), f"{stem}_saved_widget.png")
+    lab.start(name, page)  # the live checks below wait for it
+
+
+def test_saved_notebooks_on_a_web_page(lab: Lab) -> None:
+    """The saved notebooks as a code-hosting site shows them: widget views ignored, inline styles stripped
+    (nbconvert's HTML, rewritten so): every widget leaves its static copy, coloured views as images."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    page = lab.browser.new_page(viewport={"width": 1000, "height": 700})
+    page.route("**/*", lambda route: route.abort())  # offline: the page's CDN scripts do not matter
+    for name in WIDGET_NOTEBOOKS:
+        notebook = nbformat.read(lab.root / name, as_version=4)
+        notebook.metadata.pop("widgets", None)
+        pngs = []
+        for cell in notebook.cells:
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                if data.pop("application/vnd.jupyter.widget-view+json", None) is not None and "image/png" in data:
+                    pngs.append(data["image/png"][:64])
+        body, _ = HTMLExporter().from_notebook_node(notebook)
+        body = re.sub(r"<style.*?</style>|\sstyle=\"[^\"]*\"", "", body, flags=re.S)
+        page.set_content(body, wait_until="domcontentloaded")
+        with _diagnosed(lab, page, f"{name}_web_page"):
+            text = page.evaluate("() => document.body.textContent")
+            assert "VBox(children" not in text
+            copies = page.locator(".orpo-static-copy")
+            assert copies.count() + len(pngs) == len(_widget_cells(lab.root / name)) or name == NB04
+            for png in pngs:
+                page.locator(f'img[src^="data:image/png;base64,{png}"]').first.wait_for(timeout=WIDGET_S * 1000)
+            first = page.locator(f'img[src^="data:image/png;base64,{pngs[0]}"]').first if pngs else copies.first
+            if name != NB04:
+                _screenshot(first, f"{Path(name).stem}_web_page.png")
+    page.close()
+
+
+# --- After running: the live widgets -----------------------------------------------------------------------------
 
 
 def test_notebook_02_loss_sliders_show_the_package_loss(lab: Lab) -> None:
@@ -449,3 +602,90 @@ def test_notebook_05_pager_pages_through_pairs(lab: Lab) -> None:
         out.get_by_role("button", name="previous", exact=True).click()
         expect(readout).to_have_text("0", timeout=WIDGET_S * 1000)
         expect(shown).to_contain_text(_squash(prompts[0]), timeout=WIDGET_S * 1000)
+
+
+def _live(lab: Lab, name: str) -> Any:
+    """The page of `name` after Run All, with no widget error and no static-copy note left visible."""
+    page = lab.ran(name)
+    with _diagnosed(lab, page, name):
+        assert lab.widget_errors(page) == []
+        notes = page.locator(".orpo-static-note")
+        for k in range(notes.count()):
+            assert not notes.nth(k).is_visible(), "a live widget still shows the static-copy note"
+    return page
+
+
+def test_notebook_00_estimator_shows_the_package_estimate(lab: Lab) -> None:
+    from playwright.sync_api import expect
+
+    from orpo_kit.envcheck import estimate_fit_text
+
+    page = _live(lab, NB00)
+    with _diagnosed(lab, page, NB00):
+        out = _output_with(page, ".orpo-estimate")
+        batch = _slider(out, "batch")
+        start = int(batch.locator(".widget-readout").inner_text())
+        batch.locator(".noUi-handle").focus()
+        page.keyboard.press("ArrowRight")
+        expect(batch.locator(".widget-readout")).to_have_text(str(start + 1), timeout=WIDGET_S * 1000)
+        preset = out.locator("select").input_value()
+        length = int(_slider(out, "max_length").locator(".widget-readout").inner_text())
+        gpu = float(_slider(out, "GPU GiB").locator(".widget-readout").inner_text())
+        checkpointing = out.locator("input[type=checkbox]").is_checked()
+        expected = estimate_fit_text(preset, length, start + 1, checkpointing, gpu)
+        expect(out.locator(".orpo-estimate")).to_have_text(expected, timeout=WIDGET_S * 1000)
+        _screenshot(out, "00_estimator_moved.png")
+
+
+def test_notebook_01_browsers_page_through_pairs(lab: Lab) -> None:
+    from playwright.sync_api import expect
+
+    page = _live(lab, NB01)
+    with _diagnosed(lab, page, NB01):
+        browser = _output_with(page, "button:has-text('next ▶')")
+        expect(browser).to_contain_text("pair 0 of", timeout=WIDGET_S * 1000)
+        browser.get_by_role("button", name="next ▶").click()
+        expect(browser).to_contain_text("pair 1 of", timeout=WIDGET_S * 1000)
+        _screenshot(browser, "01_pair_browser_pair1.png")
+        roles = page.locator(".jp-OutputArea-output").filter(has=page.locator(".orpo-tok-completion"))
+        roles = roles.filter(has=page.locator(".widget-slider"))  # the widget, not the ordinary cell above it
+        expect(roles).to_have_count(1, timeout=WIDGET_S * 1000)
+        view = roles.locator(".widget-html-content").last
+        before = view.inner_text()
+        slider = _slider(roles, "pair")
+        slider.locator(".noUi-handle").focus()
+        page.keyboard.press("ArrowRight")
+        expect(slider.locator(".widget-readout")).to_have_text("1", timeout=WIDGET_S * 1000)
+        expect(view).not_to_have_text(before, timeout=WIDGET_S * 1000)
+        expect(view.locator(".orpo-tok-completion").first).to_be_visible()
+        _screenshot(roles, "01_token_roles_pair1.png")
+        truncation = _output_with(page, ".widget-slider:has-text('max_length')")
+        expect(truncation).to_contain_text("kept whole")
+        _screenshot(truncation, "01_truncation_explorer.png")
+
+
+def test_notebook_04_dashboard_is_drawn(lab: Lab) -> None:
+    page = _live(lab, NB04)
+    with _diagnosed(lab, page, NB04):
+        cell = _widget_cells(lab.root / NB04)[0]
+        image = page.locator(".jp-Notebook .jp-Cell").nth(cell).locator(".jp-OutputArea-output img")
+        image.first.wait_for(state="visible", timeout=WIDGET_S * 1000)
+        assert image.count() == 1, "the dashboard is one figure updated in place"
+        _screenshot(image.first, "04_live_dashboard.png")
+
+
+def test_notebook_06_chat_panel_answers_a_new_prompt(lab: Lab) -> None:
+    from playwright.sync_api import expect
+
+    page = _live(lab, NB06)
+    with _diagnosed(lab, page, NB06):
+        out = _output_with(page, "textarea")
+        shown = out.locator(".orpo-chat")
+        expect(shown).to_contain_text("tuned", timeout=WIDGET_S * 1000)  # answers from the start
+        prompt = "Name a colour of the sea."
+        out.locator("textarea").fill(prompt)
+        out.locator("textarea").press("Tab")  # the Textarea sends its value on blur
+        out.get_by_role("button", name="generate", exact=True).click()
+        expect(shown).to_contain_text(f"prompt: {prompt}", timeout=WIDGET_S * 1000)
+        expect(shown.locator("b", has_text=re.compile(r"^(base|tuned)$"))).to_have_count(2)
+        _screenshot(out, "06_chat_panel_new_prompt.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,15 @@ def test_presets_are_listed_and_unknown_ones_named() -> None:
     assert "tiny" in preset_names()
     with pytest.raises(ValueError, match="unknown preset 'nope'; available: .*tiny"):
         resolve_config("nope")
+
+
+def test_the_mistral_preset_quotes_the_official_recipe_and_sources_its_lora_values() -> None:
+    text = (resources.files("orpo_kit.presets") / "mistral-7b-qlora.yaml").read_text(encoding="utf-8")
+    header = " ".join(line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#"))
+    official = header[header.index("run_mistral_orpo_beta.sh") :][:300]
+    for fact in ("full FT", "lr 5e-6", "inverse_sqrt", "warm-up 200", "5 epochs", "= 32", "1792", "2048", "cleaned"):
+        assert fact in official, f"the official Mistral-ORPO-beta recipe is quoted without {fact!r}: {official}"
+    sources = ("paper", "repo", "authors", "TRL", "axolotl", "labonne", "Unsloth")
+    for key in ("learning_rate", "lr_scheduler_type", "warmup_steps", "lora_r", "lora_alpha", "lora_dropout"):
+        line = next(row for row in text.splitlines() if row.startswith(f"{key}:"))
+        assert any(name in line.partition("#")[2] for name in sources), f"{key}: no source named: {line}"

@@ -218,3 +218,21 @@ def test_prompt_logits(run) -> None:
 
 def test_run_fixture_is_an_adapter(run) -> None:
     assert run.is_adapter and Path(run.checkpoint).name.startswith("step-")
+
+
+def test_the_summary_names_each_direction_and_the_scatter_draws_every_answer() -> None:
+    from orpo_kit.viz.token_view import plot_logp_before_after
+
+    row = {"base_chosen": -2.0, "tuned_chosen": -1.5, "base_rejected": -1.332, "tuned_rejected": -1.353}
+    rows = [
+        {**row, "margin_before": -0.668, "margin_after": -0.147},
+        {**row, "margin_before": -0.668, "margin_after": -0.147},
+    ]
+    lines = logp_table_summary(rows).splitlines()
+    assert (
+        lines[1].endswith("(rose)")
+        and lines[2].endswith("-1.332 ->   -1.353 (fell)")
+        and lines[3].endswith("(widened)")
+    )
+    fig = plot_logp_before_after(rows)
+    assert [len(c.get_offsets()) for c in fig.axes[0].collections] == [2, 2]

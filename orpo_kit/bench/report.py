@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ..viz.style import DPI, PALETTE, house_style
 from .plan import LOSS_RTOL, TARGETS, WALL_LIMITS_S
 
 
@@ -228,6 +229,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+@house_style
 def plot_results(result: dict[str, Any], path: Path) -> Path:
     """Horizontal bars, one row of panels per workload: pairs/s and peak memory of each implementation run there."""
     import matplotlib
@@ -237,12 +239,12 @@ def plot_results(result: dict[str, Any], path: Path) -> Path:
 
     records = [r for r in result["records"] if "pairs_per_s" in r]
     workloads = list(dict.fromkeys((r["mix"], r["adapter"]) for r in records))
-    colors = {impl: f"C{k % 10}" for k, impl in enumerate(dict.fromkeys(r["impl"] for r in records))}
+    colors = {impl: PALETTE[k % len(PALETTE)] for k, impl in enumerate(dict.fromkeys(r["impl"] for r in records))}
     heights = [len([r for r in records if (r["mix"], r["adapter"]) == w]) for w in workloads]
     fig, axes = plt.subplots(
         len(workloads),
         2,
-        figsize=(11, 1.2 + 0.32 * sum(heights) + 0.5 * len(workloads)),
+        figsize=(13, 1.6 + 0.5 * sum(heights) + 0.8 * len(workloads)),
         squeeze=False,
         gridspec_kw={"height_ratios": heights},
     )
@@ -262,20 +264,18 @@ def plot_results(result: dict[str, Any], path: Path) -> Path:
                     + (f"  ({r[ratio_key]:.2f}x TRL)" if r["impl"] != "trl" and r.get(ratio_key) is not None else "")
                     for r in rs
                 ],
-                fontsize=7,
             )
-            ax.set_title(f"{mix} / {adapter}: {title}", fontsize=9)
-            ax.tick_params(axis="y", labelsize=7, labelleft=col == 0)
-            ax.tick_params(axis="x", labelsize=7)
-            ax.margins(x=0.35)
+            ax.set_title(f"{mix} / {adapter}: {title}")
+            ax.tick_params(axis="y", labelleft=col == 0)
+            ax.grid(axis="y", visible=False)
+            ax.margins(x=0.45)
     m = result["machine"]
     fig.suptitle(
-        f"orpo_kit vs TRL ORPOTrainer ({result['mode']} run), {m['gpu'] or m['cpu']}, {m['torch_threads']} threads",
-        fontsize=10,
+        f"orpo_kit vs TRL ORPOTrainer ({result['mode']} run), {m['gpu'] or m['cpu']}, {m['torch_threads']} threads"
     )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 

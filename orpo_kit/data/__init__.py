@@ -1,5 +1,6 @@
 """Preference data: read any source, detect its format, validate, split, tokenize, summarize."""
 
+from .bias import RULES, RuleScore, bias_baseline_lines, bias_baselines, format_checks, rule_votes
 from .formats import FORMATS, PreferencePair, RowProblem, detect_format, normalize_row
 from .sources import DataSourceError, read_rows
 from .stats import DataInspection, LengthStats, inspect_data, length_stats, skill_counts
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "FORMATS",
     "PROBLEMS",
+    "RULES",
     "DataInspection",
     "DataReport",
     "DataSourceError",
@@ -39,9 +41,13 @@ __all__ = [
     "PreferencePair",
     "RenderedPair",
     "RowProblem",
+    "RuleScore",
     "TokenizedPair",
+    "bias_baseline_lines",
+    "bias_baselines",
     "detect_format",
     "drop_eval_overlap",
+    "format_checks",
     "inspect_data",
     "length_stats",
     "load_pairs",
@@ -51,6 +57,7 @@ __all__ = [
     "read_rows",
     "render_ids",
     "render_pairs",
+    "rule_votes",
     "skill_counts",
     "split_train_eval",
     "tokenize_pair",

@@ -7,6 +7,7 @@ The answers come from `orpo_kit.runs.side_by_side` (the base is the LoRA adapter
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 import torch
@@ -53,10 +54,15 @@ def chat_html(
     return answers_html(side_by_side(run, [prompt], **settings), settings)
 
 
-def chat_panel(run: LoadedRun, prompt: str = "What is 12 + 7?", max_new_tokens: int = 48) -> Any:
+def chat_panel(
+    run: LoadedRun, prompt: str = "What is 12 + 7?", max_new_tokens: int = 48, generate_now: bool = True
+) -> Any:
     """Widget: a prompt box, temperature / top-p / max-new-tokens sliders and a "generate" button that shows
-    `chat_html` for the current settings."""
+    `chat_html` for the current settings. With `generate_now` it starts with the answers to `prompt`, so the
+    static copy saved with the notebook (`orpo_kit.viz.static`) shows them too."""
     import ipywidgets as widgets
+
+    from .static import StaticView, static_copy_box
 
     text = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
     temperature = widgets.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.05, description="temperature")
@@ -76,8 +82,20 @@ def chat_panel(run: LoadedRun, prompt: str = "What is 12 + 7?", max_new_tokens: 
         shown.value = "<i>generating...</i>"
         shown.value = chat_html(run, text.value, temperature.value, top_p.value, new_tokens.value)
 
+    def snapshot() -> StaticView:
+        settings = f"temperature {temperature.value}, top-p {top_p.value}, max new tokens {new_tokens.value}"
+        page = f"<p><b>prompt:</b> {html.escape(text.value)}<br>{settings}</p>{shown.value}"
+        return StaticView(f"prompt: {text.value}\n{settings}\n{_answers_text(shown.value)}", html=page)
+
     button.on_click(on_click)
-    return widgets.VBox([text, widgets.HBox([temperature, top_p, new_tokens]), button, shown])
+    if generate_now:
+        on_click(button)
+    return static_copy_box([text, widgets.HBox([temperature, top_p, new_tokens]), button, shown], snapshot)
+
+
+def _answers_text(page: str) -> str:
+    """The text of `answers_html` (tags dropped, entities unescaped), for a plain-text copy."""
+    return html.unescape(re.sub(r"<br>|</div>", "\n", re.sub(r"<(?!br>|/div>)[^>]*>", "", page))).strip()
 
 
 @torch.no_grad()

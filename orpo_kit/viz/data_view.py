@@ -15,6 +15,7 @@ from ..config import resolve_config
 from ..data import DAMAGE, DataReport, LengthStats, PreferencePair, length_stats, tokenize_pair
 from ..layouts import PLAIN
 from ..models.load import load_tokenizer
+from .style import CHOSEN, MARKERS, OKABE_ITO, PALETTE, PROMPT, REJECTED, house_style
 
 ROLES = ("prompt", "completion", "padding")
 ROLE_COLORS = {"prompt": "#dbe9f6", "completion": "#c8ecc8", "padding": "#e6e6e6"}  # blue / green / grey
@@ -152,27 +153,48 @@ def measure_lengths(
     return stats, report
 
 
+@house_style
 def plot_length_histograms(
     stats: LengthStats,
     max_length: int | None = None,
     max_prompt_length: int | None = None,
     bins: int = 30,
 ) -> Any:
-    """Histograms of prompt, chosen and rejected token lengths (untruncated), with the limits as dashed lines."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 2.8), sharey=True)
-    colors = {"prompt": "#1565c0", **_ANSWER_COLORS}
+    """Histograms of prompt, chosen and rejected token lengths (untruncated). The data set each axis's range; a
+    limit inside it is a dashed line, a limit beyond it an arrow at the right edge (nothing there is cut)."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
+    colors = {"prompt": PROMPT, "chosen": CHOSEN, "rejected": REJECTED}
     for ax, name in zip(axes, ("prompt", "chosen", "rejected"), strict=True):
-        ax.hist(getattr(stats, name), bins=bins, color=colors[name], alpha=0.8)
+        lengths = getattr(stats, name)
+        ax.hist(lengths, bins=bins, color=colors[name], alpha=0.85)
         limit = max_prompt_length if name == "prompt" else max_length
         if limit is not None:
-            label = f"max_prompt_length {limit}" if name == "prompt" else f"max_length {limit}"
-            ax.axvline(limit, color="k", linestyle="--", linewidth=1, label=label)
-            ax.legend(fontsize=7)
-        ax.set_title(f"{name} tokens (median {statistics.median(getattr(stats, name)):g})")
+            _mark_limit(ax, limit, "max_prompt_length" if name == "prompt" else "max_length", max(lengths, default=0))
+        ax.set_title(f"{name} (median {statistics.median(lengths) if lengths else 0:g})")
         ax.set_xlabel("tokens")
     axes[0].set_ylabel("pairs")
     fig.tight_layout()
     return fig
+
+
+def _mark_limit(ax: Any, limit: int, name: str, longest: int) -> None:
+    """A length limit on a histogram: a dashed line when the data reach near it, else an arrow pointing past
+    the right edge with the limit's value, so the data keep the whole axis."""
+    if limit <= 1.1 * longest:
+        ax.axvline(limit, color="black", linestyle="--", linewidth=1.5, label=f"{name} {limit}")
+        ax.legend(loc="upper right")
+        return
+    arrow = {"arrowstyle": "-|>", "color": "black", "lw": 2, "mutation_scale": 20, "shrinkA": 0, "shrinkB": 0}
+    ax.annotate("", xy=(1.0, 0.66), xytext=(0.72, 0.66), xycoords="axes fraction", arrowprops=arrow)
+    ax.text(
+        0.98,
+        0.70,
+        f"{name} {limit}\n(off the axis: {limit / max(1, longest):.1f}× the longest)",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+    )
 
 
 def length_bias_by_skill(pairs: list[PreferencePair], stats: LengthStats) -> dict[str, dict[str, float]]:
@@ -210,15 +232,35 @@ def length_bias_lines(table: dict[str, dict[str, float]]) -> list[str]:
     return out
 
 
-def plot_length_bias(stats: LengthStats) -> Any:
-    """Chosen vs rejected token length per pair; points above the diagonal have the longer chosen answer."""
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.scatter(stats.rejected, stats.chosen, s=8, alpha=0.5)
+@house_style
+def plot_length_bias(stats: LengthStats, pairs: Sequence[PreferencePair] | None = None) -> Any:
+    """Chosen vs rejected token length per pair; points above the diagonal have the longer chosen answer.
+    With `pairs` (the pairs `stats` measured, in order) each skill gets its own colour and marker."""
+    if pairs is not None and len(pairs) != stats.n_pairs:
+        raise ValueError(
+            f"stats measure {stats.n_pairs} pairs but {len(pairs)} pairs were given: "
+            "pass the pairs that length_stats measured"
+        )
+    skills = [p.skill or "(none)" for p in pairs] if pairs is not None else ["all"] * stats.n_pairs
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for k, skill in enumerate(sorted(set(skills))):
+        idx = [i for i, s in enumerate(skills) if s == skill]
+        share = sum(stats.chosen[i] > stats.rejected[i] for i in idx) / len(idx)
+        ax.scatter(
+            [stats.rejected[i] for i in idx],
+            [stats.chosen[i] for i in idx],
+            s=40,
+            alpha=0.6,
+            color=PALETTE[k % len(PALETTE)],
+            marker=MARKERS[k % len(MARKERS)],
+            label=f"{skill} (n={len(idx)}, {share:.0%} longer)" if pairs is not None else None,
+        )
     top = max(stats.chosen + stats.rejected + [1])
-    ax.plot([0, top], [0, top], "k--", linewidth=1)
+    ax.plot([0, top], [0, top], "k--", linewidth=1, label="same length")
     ax.set_xlabel("rejected tokens")
     ax.set_ylabel("chosen tokens")
-    ax.set_title(f"chosen longer in {stats.length_bias:.0%} of pairs")
+    ax.set_title(f"chosen longer in {stats.length_bias:.0%} of {stats.n_pairs} pairs")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), title="skill" if pairs is not None else None)
     fig.tight_layout()
     return fig
 
@@ -257,13 +299,14 @@ def truncation_text(counts: dict[str, int]) -> str:
     return "\n".join(f"{label:22s} {counts[key]:6d}  {counts[key] / n:6.1%}" for key, label in labels.items())
 
 
+@house_style
 def plot_dropped_by_kind(report: DataReport) -> Any:
     """Horizontal bars: rows dropped per problem kind, malformed rows apart from well-formed pairs filtered out."""
     from matplotlib.patches import Patch
 
     kinds = sorted(report.dropped, key=lambda k: (k not in DAMAGE, -report.dropped[k]))
-    colors = {True: "#d55e00", False: "#0072b2"}  # Okabe-Ito: malformed / filtered
-    fig, ax = plt.subplots(figsize=(7, 1.8 + 0.55 * max(1, len(kinds))))
+    colors = {True: OKABE_ITO["vermillion"], False: OKABE_ITO["blue"]}  # malformed / filtered
+    fig, ax = plt.subplots(figsize=(10, 1.9 + 0.55 * max(1, len(kinds))))
     bars = ax.barh(kinds, [report.dropped[k] for k in kinds], color=[colors[k in DAMAGE] for k in kinds])
     ax.bar_label(bars, padding=3)
     ax.invert_yaxis()
@@ -279,7 +322,6 @@ def plot_dropped_by_kind(report: DataReport) -> Any:
         loc="upper center",
         bbox_to_anchor=(0.5, -0.32 - 0.1 / max(1, len(kinds))),
         ncol=2,
-        fontsize=8,
         frameon=False,
     )
     fig.tight_layout()

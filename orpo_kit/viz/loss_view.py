@@ -14,6 +14,7 @@ import torch
 
 from .. import loss as loss_module
 from ..loss import PairLogps, log1mexp, log_odds, odds_ratio_terms, orpo_loss
+from .style import house_style
 
 
 def _grad(t: torch.Tensor) -> float:
@@ -104,12 +105,13 @@ def odds_table(probabilities: Sequence[float]) -> list[dict[str, float]]:
     return [{"p": p, "odds": math.exp(v), "log_odds": v} for p, v in zip(probabilities, lo.tolist(), strict=True)]
 
 
+@house_style
 def plot_probability_odds(n_points: int = 200) -> Any:
     """One number three ways against p: log p (what the model gives, on (-inf, 0)), odds p / (1 - p) on (0, inf),
     and log odds (`orpo_kit.loss.log_odds`) on the whole real line."""
     p = torch.linspace(0.005, 0.995, n_points, dtype=torch.float64)
     lo = log_odds(p.log())
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     for ax, values, title in (
         (axes[0], p.log(), "log p (mean log-prob)"),
         (axes[1], lo.exp(), "odds = p / (1 - p)"),
@@ -117,7 +119,7 @@ def plot_probability_odds(n_points: int = 200) -> Any:
     ):
         ax.plot(p, values)
         ax.set_title(title)
-        ax.set_xlabel("p (per-token probability of an answer)")
+        ax.set_xlabel("p (per-token probability)")
         ax.axvline(0.5, color="k", linestyle=":", linewidth=0.8)
     axes[1].set_yscale("log")
     axes[2].axhline(0, color="k", linewidth=0.5)
@@ -148,6 +150,7 @@ def odds_ratio_gradient(p_chosen: float, p_rejected: float) -> dict[str, float]:
     }
 
 
+@house_style
 def plot_odds_ratio_term(lo: float = -8.0, hi: float = 8.0, n_points: int = 200) -> Any:
     """L_OR = -log sigmoid(d) and its gradient weight delta(d) = 1/(1 + e^d) against the log odds ratio d."""
     d = torch.linspace(lo, hi, n_points, dtype=torch.float64).requires_grad_(True)
@@ -155,12 +158,12 @@ def plot_odds_ratio_term(lo: float = -8.0, hi: float = 8.0, n_points: int = 200)
     rejected_logps = torch.full_like(chosen_logps, math.log(0.5))  # p = 0.5 has log odds 0
     or_loss, _ = odds_ratio_terms(chosen_logps, rejected_logps)
     (grad,) = torch.autograd.grad(or_loss.sum(), d)
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(d.detach(), or_loss.detach(), label="L_OR = -log σ(d)")
     ax.plot(d.detach(), -grad, label="δ(d) = -dL_OR/dd = 1/(1 + odds ratio)")
     ax.axvline(0, color="k", linewidth=0.5)
     ax.set_xlabel("d = log odds(chosen) - log odds(rejected)")
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return fig
 

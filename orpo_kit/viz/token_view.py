@@ -21,6 +21,7 @@ from ..data import PreferencePair, TokenizedPair
 from ..evaluate import score_pairs
 from ..forward import token_logps
 from ..scoring import scoring_batches
+from .style import CHOSEN, REJECTED, house_style
 
 VIEWS = ("base", "tuned", "change")  # what colours the tokens: log-prob under a model, or the change
 LOGP_FLOOR = -10.0  # base / tuned views: log-probs at or below this are fully red, 0 (p = 1) is fully green
@@ -174,11 +175,17 @@ def summarize_pair_tokens(view: PairTokens, k: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _colour(value: float) -> str:
-    """Background for a value in [-1, 1]: red below 0, green above, stronger further from 0."""
+def _rgba(value: float) -> tuple[float, float, float, float]:
+    """Background for a value in [-1, 1] as RGBA in [0, 1]: red below 0, green above, stronger further from 0."""
     v = max(-1.0, min(1.0, value))
-    rgb = "0, 150, 60" if v >= 0 else "210, 40, 40"
-    return f"rgba({rgb}, {0.75 * abs(v):.3f})"
+    r, g, b = (0, 150, 60) if v >= 0 else (210, 40, 40)
+    return r / 255, g / 255, b / 255, round(0.75 * abs(v), 3)
+
+
+def _colour(value: float) -> str:
+    """`_rgba` as a CSS colour."""
+    r, g, b, a = _rgba(value)
+    return f"rgba({round(r * 255)}, {round(g * 255)}, {round(b * 255)}, {a:.3f})"
 
 
 def _shown(text: str) -> str:
@@ -186,11 +193,19 @@ def _shown(text: str) -> str:
     return html.escape(text.replace("\n", "↵"))
 
 
+def _token_values(c: CompletionTokens, view: str, scale: float) -> list[float]:
+    """Each token's colour value in [-1, 1]: Δ / scale ("change"), else its log-prob from LOGP_FLOOR (-1) to 0 (+1)."""
+    if view == "change":
+        return [d / scale for d in c.delta]
+    logps = c.base if view == "base" else c.tuned
+    return [1.0 + 2.0 * max(lp, LOGP_FLOOR) / -LOGP_FLOOR for lp in logps]
+
+
 def _token_spans(c: CompletionTokens, view: str, scale: float) -> str:
     """One coloured <span> per token, its numbers in the tooltip."""
     spans = []
-    for tok, b, t, d in zip(c.tokens, c.base, c.tuned, c.delta, strict=True):
-        value = d / scale if view == "change" else 1.0 + 2.0 * max(b if view == "base" else t, LOGP_FLOOR) / -LOGP_FLOOR
+    values = _token_values(c, view, scale)
+    for tok, b, t, d, value in zip(c.tokens, c.base, c.tuned, c.delta, values, strict=True):
         tip = f"base {b:.3f}, tuned {t:.3f}, Δ {d:+.3f}"
         spans.append(
             f'<span title="{tip}" style="background:{_colour(value)};padding:1px 0;'
@@ -199,12 +214,16 @@ def _token_spans(c: CompletionTokens, view: str, scale: float) -> str:
     return "".join(spans)
 
 
+def _legend_labels(view: str, scale: float) -> tuple[str, str]:
+    """What full red and full green mean in the chosen view."""
+    if view == "change":
+        return f"Δ logp ≤ −{scale:.2f} (less likely after training)", f"Δ logp ≥ +{scale:.2f} (more likely)"
+    return f"logp ≤ {LOGP_FLOOR:.0f} under {view}", f"logp ≈ 0 (p ≈ 1) under {view}"
+
+
 def _legend(view: str, scale: float) -> str:
     """Colour key for the chosen view."""
-    if view == "change":
-        low, high = f"Δ logp ≤ −{scale:.2f} (less likely after training)", f"Δ logp ≥ +{scale:.2f} (more likely)"
-    else:
-        low, high = f"logp ≤ {LOGP_FLOOR:.0f} under {view}", f"logp ≈ 0 (p ≈ 1) under {view}"
+    low, high = _legend_labels(view, scale)
     swatch = '<span style="background:{};padding:0 8px;margin:0 4px"> </span>'
     return (
         f'<div class="legend" style="font-size:85%;margin-top:6px">legend: {swatch.format(_colour(-1))}{low} '
@@ -213,18 +232,29 @@ def _legend(view: str, scale: float) -> str:
     )
 
 
-def render_pair_html(view: PairTokens, model: str = "change", scale: float | None = None) -> str:
-    """HTML of one pair: its prompt, then chosen and rejected tokens coloured by log-prob under `model`
-    ("base" or "tuned") or by the change Δ = tuned − base ("change"; `scale` = the Δ of full colour, default
-    the pair's largest |Δ|), with a legend."""
+def _check_view(view: PairTokens, model: str, scale: float | None) -> tuple[str, float]:
+    """The colouring (checked) and the Δ of full colour (default: the pair's largest |Δ|)."""
     if model not in VIEWS:
         raise ValueError(f"model must be one of {VIEWS}, got {model!r}")
     if scale is None:
         scale = max([abs(d) for c in (view.chosen, view.rejected) for d in c.delta] + [1e-6])
+    return model, scale
+
+
+def _showing(model: str) -> str:
+    """What the colours of a view show, in words."""
+    return "Δ logp (tuned − base)" if model == "change" else f"logp under the {model} model"
+
+
+def render_pair_html(view: PairTokens, model: str = "change", scale: float | None = None) -> str:
+    """HTML of one pair: its prompt, then chosen and rejected tokens coloured by log-prob under `model`
+    ("base" or "tuned") or by the change Δ = tuned − base ("change"; `scale` = the Δ of full colour, default
+    the pair's largest |Δ|), with a legend."""
+    model, scale = _check_view(view, model, scale)
     parts = [
         f'<div class="orpo-pair" style="font-family:sans-serif;line-height:1.7">'
         f"<div><b>pair {view.index}</b> · skill: {html.escape(view.skill or '-')} · showing: "
-        f"{'Δ logp (tuned − base)' if model == 'change' else f'logp under the {model} model'}</div>",
+        f"{_showing(model)}</div>",
         f"<div><b>prompt:</b> {html.escape(view.prompt)}</div>",
     ]
     for side in ("chosen", "rejected"):
@@ -238,6 +268,43 @@ def render_pair_html(view: PairTokens, model: str = "change", scale: float | Non
     )
     parts.append(_legend(model, scale) + "</div>")
     return "".join(parts)
+
+
+def pair_tokens_png(
+    view: PairTokens, model: str = "change", scale: float | None = None, note: str | None = None
+) -> bytes:
+    """`render_pair_html` as a PNG: the same text, tokens on the same colours, and the legend; for renderers that
+    strip inline styles (code-hosting sites), so the colours still reach the reader."""
+    from .static import Span, spans_png
+
+    model, scale = _check_view(view, model, scale)
+    paragraphs = [
+        [Span(f"pair {view.index} · skill: {view.skill or '-'} · showing: {_showing(model)}", bold=True)],
+        [Span("prompt: ", bold=True), Span(view.prompt)],
+    ]
+    for side in ("chosen", "rejected"):
+        c: CompletionTokens = getattr(view, side)
+        head = (
+            f"{side} (mean logp base {c.mean_base:.3f} → tuned {c.mean_tuned:.3f}, Δ {c.mean_tuned - c.mean_base:+.3f})"
+        )
+        paragraphs.append([Span(head, bold=True)])
+        values = _token_values(c, model, scale)
+        paragraphs.append([Span(t.replace("\n", "↵\n"), _rgba(v)) for t, v in zip(c.tokens, values, strict=True)])
+    paragraphs.append(
+        [Span(f"margin chosen − rejected: {view.margin_before:+.3f} before → {view.margin_after:+.3f} after")]
+    )
+    low, high = _legend_labels(model, scale)
+    paragraphs.append(
+        [
+            Span("legend: "),
+            Span("  ", _rgba(-1)),
+            Span(f" {low}  "),
+            Span("  ", _rgba(0)),
+            Span(" no change / middle  "),
+        ]
+        + [Span("  ", _rgba(1)), Span(f" {high}")]
+    )
+    return spans_png(paragraphs, note)
 
 
 def logp_table(
@@ -296,9 +363,12 @@ def logp_table_summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(
         [
             f"{n} held-out pairs",
-            f"mean chosen logp   {mean('base_chosen'):8.3f} -> {mean('tuned_chosen'):8.3f}",
-            f"mean rejected logp {mean('base_rejected'):8.3f} -> {mean('tuned_rejected'):8.3f}",
-            f"mean margin        {mean('margin_before'):8.3f} -> {mean('margin_after'):8.3f}",
+            f"mean chosen logp   {mean('base_chosen'):8.3f} -> {mean('tuned_chosen'):8.3f} "
+            f"({_moved(mean('base_chosen'), mean('tuned_chosen'))})",
+            f"mean rejected logp {mean('base_rejected'):8.3f} -> {mean('tuned_rejected'):8.3f} "
+            f"({_moved(mean('base_rejected'), mean('tuned_rejected'))})",
+            f"mean margin        {mean('margin_before'):8.3f} -> {mean('margin_after'):8.3f} "
+            f"({_moved(mean('margin_before'), mean('margin_after'), 'widened', 'narrowed')})",
             f"chosen became more likely in {count(lambda r: r['tuned_chosen'] > r['base_chosen'])}/{n} pairs, "
             f"rejected in {count(lambda r: r['tuned_rejected'] > r['base_rejected'])}/{n}",
             f"margin widened in {count(lambda r: r['margin_after'] > r['margin_before'])}/{n} pairs; "
@@ -308,10 +378,38 @@ def logp_table_summary(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def _moved(before: float, after: float, up: str = "rose", down: str = "fell") -> str:
+    """The direction of a change in words, as printed (so text about it can be checked against the output)."""
+    return up if round(after, 3) > round(before, 3) else down if round(after, 3) < round(before, 3) else "unchanged"
+
+
+@house_style
+def plot_logp_before_after(rows: list[dict[str, Any]]) -> Any:
+    """Each answer of the `logp_table` rows as a dot: mean log-prob under the base model (x) and the tuned one
+    (y), chosen and rejected in their colours; above the diagonal it became more likely."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for side, colour in (("chosen", CHOSEN), ("rejected", REJECTED)):
+        xs, ys = [r[f"base_{side}"] for r in rows], [r[f"tuned_{side}"] for r in rows]
+        ax.scatter(xs, ys, s=30, c=colour, marker="o" if side == "chosen" else "s", label=f"{side} (n={len(rows)})")
+    lo = min(min(r[k] for k in ("base_chosen", "base_rejected", "tuned_chosen", "tuned_rejected")) for r in rows)
+    ax.plot([lo, 0], [lo, 0], "k--", lw=1)
+    ax.set_xlabel("mean log-prob before (base)")
+    ax.set_ylabel("mean log-prob after (tuned)")
+    ax.set_title("held-out answers: above the diagonal = more likely")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def pair_pager(views: list[PairTokens], model: str = "change") -> Any:
     """A widget to page through pairs (slider "pair", buttons "previous" / "next") and switch the colouring
-    between "base", "tuned" and "change"; every update calls `render_pair_html`."""
+    between "base", "tuned" and "change"; every update calls `render_pair_html`. Displayed, it also saves the
+    shown pair as a PNG (`pair_tokens_png`) for readers of the saved notebook."""
     import ipywidgets as widgets
+
+    from .static import STATIC_NOTE, StaticView, static_copy_box
 
     if not views:
         raise ValueError("no pairs to show")
@@ -323,8 +421,13 @@ def pair_pager(views: list[PairTokens], model: str = "change") -> Any:
     def update(_: Any = None) -> None:
         shown.value = render_pair_html(views[slider.value], toggle.value)
 
+    def snapshot() -> StaticView:
+        view = views[slider.value]
+        text = f"pair {slider.value} of {len(views)}, coloured by {toggle.value}\n{summarize_pair_tokens(view)}"
+        return StaticView(text, png=pair_tokens_png(view, toggle.value, note=STATIC_NOTE))
+
     previous.on_click(lambda _: setattr(slider, "value", max(slider.min, slider.value - 1)))
     following.on_click(lambda _: setattr(slider, "value", min(slider.max, slider.value + 1)))
     slider.observe(update, names="value")
     toggle.observe(update, names="value")
-    return widgets.VBox([widgets.HBox([previous, slider, following]), toggle, shown])
+    return static_copy_box([widgets.HBox([previous, slider, following]), toggle, shown], snapshot)

@@ -2,7 +2,8 @@
 result; the notebooks also run that function once in an ordinary (checked) cell.
 
 One section per notebook, each a few clearly named functions that return a widget ready for `display(...)`;
-add new ones under their own header."""
+add new ones under their own header. Each returns a VBox that, once displayed, also leaves a static copy of its
+current view in the saved notebook (`orpo_kit.viz.static`), for readers who open it without running it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,16 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..data import PreferencePair
-from .data_view import pair_token_roles, render_pair_html, token_roles_html, truncation_counts, truncation_text
-from .loss_view import loss_terms, loss_terms_html
+from .data_view import (
+    pair_token_roles,
+    render_pair_html,
+    token_roles_html,
+    token_roles_text,
+    truncation_counts,
+    truncation_text,
+)
+from .loss_view import loss_terms, loss_terms_html, loss_terms_text
+from .static import STATIC_NOTE, StaticView, static_copy_box, token_roles_png
 
 # --- Notebook 01: preference data ---------------------------------------------------------------------------
 
@@ -37,9 +46,16 @@ def pair_browser(pairs: list[PreferencePair], index: int = 0) -> widgets.VBox:
 
     prev_button.on_click(lambda _: setattr(slider, "value", max(slider.min, slider.value - 1)))
     next_button.on_click(lambda _: setattr(slider, "value", min(slider.max, slider.value + 1)))
+
+    def snapshot() -> StaticView:
+        pair = pairs[slider.value]
+        messages = [f"{m['role']}: {m['content']}" for m in pair.prompt_messages]
+        text = "\n".join([f"pair {slider.value} of {len(pairs)}", *messages, f"chosen: {pair.chosen}"])
+        return StaticView(f"{text}\nrejected: {pair.rejected}", html=view.value)
+
     slider.observe(show, names="value")
     show()
-    return widgets.VBox([widgets.HBox([prev_button, slider, next_button]), view])
+    return static_copy_box([widgets.HBox([prev_button, slider, next_button]), view], snapshot)
 
 
 def token_roles_browser(
@@ -54,13 +70,20 @@ def token_roles_browser(
     slider = _index_slider(len(pairs), index)
     view = widgets.HTML()
 
+    def rows() -> dict[str, list[tuple[str, str]]]:
+        return pair_token_roles(tokenizer, pairs[slider.value], max_length, max_prompt_length, min_completion_tokens)
+
     def show(_: Any = None) -> None:
-        rows = pair_token_roles(tokenizer, pairs[slider.value], max_length, max_prompt_length, min_completion_tokens)
-        view.value = token_roles_html(rows)
+        view.value = token_roles_html(rows())
+
+    def snapshot() -> StaticView:
+        shown = rows()
+        text = f"pair {slider.value} of {len(pairs)}\n{token_roles_text(shown)}"
+        return StaticView(text, png=token_roles_png(shown, note=f"{STATIC_NOTE} (pair {slider.value})"))
 
     slider.observe(show, names="value")
     show()
-    return widgets.VBox([slider, view])
+    return static_copy_box([slider, view], snapshot)
 
 
 def truncation_explorer(
@@ -86,9 +109,14 @@ def truncation_explorer(
         counts = truncation_counts(tokenizer, pairs, slider.value, max_prompt_length, min_completion_tokens)
         view.value = f"<pre>max_prompt_length {max_prompt_length}\n{truncation_text(counts)}</pre>"
 
+    def snapshot() -> StaticView:
+        counts = truncation_counts(tokenizer, pairs, slider.value, max_prompt_length, min_completion_tokens)
+        text = f"max_length {slider.value}, max_prompt_length {max_prompt_length}\n{truncation_text(counts)}"
+        return StaticView(text)
+
     slider.observe(show, names="value")
     show()
-    return widgets.VBox([slider, view])
+    return static_copy_box([slider, view], snapshot)
 
 
 # --- Notebook 02: the ORPO loss -----------------------------------------------------------------------------
@@ -104,11 +132,17 @@ def loss_explorer(p_chosen: float = 0.6, p_rejected: float = 0.4, lam: float = 0
     ]
     view = widgets.HTML()
 
-    def show(_: Any = None) -> None:
+    def terms() -> dict[str, float]:
         # round: a slider's 0.15000000000000002 is the 0.15 its readout shows
-        view.value = loss_terms_html(loss_terms(*(round(s.value, 6) for s in sliders)))
+        return loss_terms(*(round(s.value, 6) for s in sliders))
+
+    def show(_: Any = None) -> None:
+        view.value = loss_terms_html(terms())
+
+    def snapshot() -> StaticView:
+        return StaticView(loss_terms_text(terms()), html=view.value)
 
     for slider in sliders:
         slider.observe(show, names="value")
     show()
-    return widgets.VBox([*sliders, view])
+    return static_copy_box([*sliders, view], snapshot)
