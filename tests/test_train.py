@@ -93,7 +93,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
     a, b = read_metrics(tmp_path / "a" / "run"), read_metrics(tmp_path / "b" / "run")
     assert a[-1]["loss"] == pytest.approx(b[-1]["loss"], rel=1e-5)
     for key, value in _weights(big).items():
-        torch.testing.assert_close(_weights(small)[key], value, rtol=1e-4, atol=1e-6)
+        # atol 1e-5 (0.3% of one step at lr 3e-3): Adam divides by sqrt(v), so a weight whose gradient is near
+        # zero turns float summation-order noise (two micro-batches vs one) into a visible difference
+        torch.testing.assert_close(_weights(small)[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_runs_are_deterministic(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ def test_token_roles_text_and_html(tokenizer, pairs):
         f"{counts['padding']} padding" in text
     )
     assert f"padding    {counts['padding']} x |{tokenizer.pad_token}|" in text
-    assert "\n  completion |D|ow|n|.|<|im_end|>|↵|\n" in text  # the answer, its end-of-turn token and newline
+    assert "\n  completion |D|own|.|<|im_end|>|↵|\n" in text  # the answer, its end-of-turn token and newline
     assert "↵" in text  # newlines shown as symbols
     page = token_roles_html(rows)
     assert page.count('class="orpo-tok-') == len(rows["chosen"]) + len(rows["rejected"])

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import matplotlib as mpl
-from cycler import cycler
 from matplotlib.figure import Figure
+from matplotlib.rcsetup import cycler
 
 # Okabe & Ito (2008), "Color Universal Design": eight colours told apart under every common colour-vision deficiency.
 OKABE_ITO = {
