@@ -190,6 +190,44 @@ def run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    """Arguments of `orpo-kit export`."""
+    x = sub.add_parser(
+        "export",
+        help="merged weights, GGUF for llama.cpp / Ollama / LM Studio, an Ollama Modelfile and a model card",
+        description="Merge the run's adapter and write OUT_DIR: transformers weights, one GGUF file per --gguf type "
+        "(llama.cpp's own converter, fetched once from PyPI), an Ollama Modelfile and README.md.",
+    )
+    x.add_argument("run_dir")
+    x.add_argument("out_dir")
+    x.add_argument(
+        "--gguf",
+        default="f16",
+        help="GGUF types, comma-separated: f16 (default; exactly the merged float16 weights), q8_0 (half the size), "
+        "bf16, f32",
+    )
+    x.add_argument("--checkpoint", default="best", help="best (default), latest, step-N, or a checkpoint folder")
+    x.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR (moved aside, not deleted)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export and say what was written and how to run it."""
+    from .export import ConverterFailed, export_run
+
+    types = [t.strip().lower() for t in args.gguf.split(",") if t.strip()]
+    try:
+        result = export_run(args.run_dir, args.out_dir, types, args.checkpoint, overwrite=args.overwrite)
+    except ConverterFailed as exc:
+        print(f"orpo-kit export: error: {exc}", file=sys.stderr)
+        return 2
+    for kind, path in result.gguf.items():
+        print(f"GGUF {kind}: {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    print(f"exported {result.checkpoint} to {result.folder}")
+    print(f"  llama.cpp: llama-cli -m {next(iter(result.gguf.values()))} -cnv")
+    print(f"  Ollama:    ollama create {result.folder.name} -f {result.folder / 'Modelfile'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
     parser = argparse.ArgumentParser(prog="orpo-kit", description="ORPO preference optimization, explained and fast.")
@@ -217,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--max-length", type=int, help="tokens per sequence (prompt + completion)")
     est.add_argument("--batch-size", type=int, help="pairs per device per micro-batch")
     est.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    _export_parser(sub)
     v = sub.add_parser("verify", help="check every checkpoint of a run against its manifest (exit 1 on a bad one)")
     v.add_argument("run_dir")
     m = sub.add_parser("merge", help="merge a LoRA run into full weights loadable by plain transformers")
@@ -345,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_merge(args)
         if args.command == "verify":
             return run_verify(args)
+        if args.command == "export":
+            return run_export(args)
         if args.command == "eval":
             return run_eval(args)
         if args.command == "bench":

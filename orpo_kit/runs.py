@@ -183,13 +183,12 @@ def merge_run(
     once the merged model is complete: files the merge did not write are never touched.
     """
     out = Path(out_dir)
-    _refuse_a_filled_folder(out, overwrite)
+    refuse_a_filled_folder(out, overwrite)
     run = load_run(run_dir, checkpoint, dtype=dtype)
     if not run.is_adapter:
         raise ValueError(f"{run.checkpoint} holds full weights already; nothing to merge")
     merged = run.model.merge_and_unload()
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_folder(out)
     try:
         merged.save_pretrained(tmp, safe_serialization=True)
         run.tokenizer.save_pretrained(tmp)
@@ -197,6 +196,19 @@ def merge_run(
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return put_in_place(tmp, out)
+
+
+def partial_folder(out: Path) -> Path:
+    """An empty hidden folder beside `out` where its new contents are written before they replace it."""
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def put_in_place(tmp: Path, out: Path) -> Path:
+    """Move a finished folder to `out`; what `out` held (--overwrite) goes to <out>.replaced-<time>."""
     if out.is_dir() and any(out.iterdir()):
         print(f"--overwrite: the earlier contents of {out} were moved to {_renamed_aside(out)}")
     elif out.is_dir():
@@ -205,8 +217,8 @@ def merge_run(
     return out
 
 
-def _refuse_a_filled_folder(out: Path, overwrite: bool) -> None:
-    """A merge goes into a new or empty folder, unless the user asked to replace what is there."""
+def refuse_a_filled_folder(out: Path, overwrite: bool) -> None:
+    """A merge or export goes into a new or empty folder, unless the user asked to replace what is there."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} is a file, not a folder: pick another output folder for the merged model")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
