@@ -3,7 +3,9 @@ and 4-bit layers that need the CPU repack guard."""
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -22,15 +24,38 @@ def nonfinite_message(step: int, reports: list[tuple[int, list[str], list[str]]]
 SHARDED = ("FSDP", "DEEPSPEED")
 
 
-def refuse_sharded_training(distributed_type: Any) -> None:
-    """FSDP and DeepSpeed are refused until orpo_kit's checkpoints and step skipping handle sharded state."""
+# What `accelerate launch` puts in the environment of each process when its config asks for sharding
+SHARDING_REQUESTS = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DEEPSPEED"}
+
+
+def sharding_requested(environ: Mapping[str, str] | None = None) -> str | None:
+    """The sharded setup the launch asked for (FSDP or DEEPSPEED), from accelerate's environment, or None."""
+    env = os.environ if environ is None else environ
+    for variable, name in SHARDING_REQUESTS.items():
+        if env.get(variable, "").strip().lower() in ("1", "true", "yes"):
+            return name
+    return None
+
+
+def refuse_sharded_training(distributed_type: Any, environ: Mapping[str, str] | None = None) -> None:
+    """FSDP and DeepSpeed are refused until orpo_kit's checkpoints and step skipping handle sharded state; so is a
+    launch that asked for one and got another setup (on a machine without GPUs accelerate runs an FSDP config as
+    plain data parallel, silently: the user would believe the model sharded)."""
     name = getattr(distributed_type, "name", str(distributed_type))
+    asked = sharding_requested(environ)
     if name in SHARDED:
         raise ValueError(
             f"accelerate is set up for {name}, which orpo-kit train does not support yet: its checkpoints would "
             "hold only the main process's shard of the optimizer state (and, under FSDP, of the weights), and "
             "DeepSpeed steps the optimizer inside backward, where a non-finite step cannot be skipped. Launch "
             "with orpo_kit/accelerate_configs/ddp.yaml (or --multi_gpu); LoRA / QLoRA keeps each copy small."
+        )
+    if asked is not None:
+        raise ValueError(
+            f"the launch asked for {asked} (its accelerate config), but accelerate set up {name}: nothing would be "
+            f"sharded (on a machine without GPUs accelerate runs an {asked} config as plain data parallel). "
+            f"orpo-kit train does not support {asked} yet; launch with orpo_kit/accelerate_configs/ddp.yaml (or "
+            "--multi_gpu) for data parallel training"
         )
 
 

@@ -321,20 +321,26 @@ def results_table(results: list[dict[str, Any]]) -> list[str]:
     skills = sorted({k for _, acc, _ in rows for k in acc if k != "all"})
     lines = [
         "reward accuracy (held-out pairs) | generation checks",
-        f"{'model':28s} {'all':>6s} " + " ".join(f"{s[:11]:>11s}" for s in skills),
+        f"{'model':28s} {'all':>6s} " + " ".join(f"{s:>{_width(s)}s}" for s in skills),
     ]
     for name, acc, gen in rows:
-        cells = " ".join(
-            f"{acc.get(s, float('nan')):>5.2f}|{gen[s]:<5.2f}"
-            if s in gen
-            else f"{acc.get(s, float('nan')):>5.2f}|  -  "
-            for s in skills
-        )
+        cells = " ".join(f"{_result_cell(acc, gen, s):>{_width(s)}s}" for s in skills)
         lines.append(f"{name[:28]:28s} {acc['all']:>6.3f} {cells}")
     if counts:
-        cells = " ".join(f"{counts.get(s, 0):>11d}" for s in skills)
+        cells = " ".join(f"{counts.get(s, 0):>{_width(s)}d}" for s in skills)
         lines.append(f"{'n (pairs)':28s} {counts.get('all', 0):>6d} {cells}")
     return lines
+
+
+def _width(skill: str) -> int:
+    """Column width of a skill in the results table: its whole name, at least 11 characters."""
+    return max(11, len(skill))
+
+
+def _result_cell(acc: dict[str, float], gen: dict[str, float], skill: str) -> str:
+    """'0.95|0.80': reward accuracy | generation check of one skill ('  -  ' when not generated)."""
+    check = f"{gen[skill]:<5.2f}" if skill in gen else "  -  "
+    return f"{acc.get(skill, float('nan')):>5.2f}|{check}"
 
 
 def _share_cell(stats: dict[str, Any] | None, skill: str) -> str:

@@ -447,6 +447,7 @@ class Trainer:
             state = {
                 "config": self.cfg.to_dict(),
                 "num_processes": self.accelerator.num_processes,
+                "distributed_type": self.accelerator.distributed_type.name,  # NO, MULTI_CPU, MULTI_GPU
                 "processes": self.processes,
                 "saved_by_pid": os.getpid(),
                 "skipped_steps": self.skipped_steps,

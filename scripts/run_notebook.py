@@ -21,7 +21,14 @@ from orpo_kit.viz.static import WIDGET_STATE, saved_widget_problems
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 
-PROGRESS_PREFIXES = ("ORPO:", "Writing model shards", "Loading weights", "scoring", "tokenizing")
+PROGRESS_PREFIXES = (
+    "ORPO:",
+    "Writing model shards",
+    "Loading weights",
+    "Converting and de-quantizing GGUF tensors",
+    "scoring",
+    "tokenizing",
+)
 
 
 def _progress_bar(output: dict) -> bool:

@@ -112,6 +112,7 @@ def _assert_two_processes_and_one_writer(run_dir: Path, stdout: str) -> dict:
     """Two distinct processes took part; files, records and the report come from the main process only."""
     state = json.loads((ckpt.checkpoint_path(run_dir, STEPS) / ckpt.STATE_FILE).read_text())
     assert state["num_processes"] == 2, state["num_processes"]
+    assert state["distributed_type"] == "MULTI_CPU", state["distributed_type"]  # data parallel over gloo
     ranks, pids = [p["rank"] for p in state["processes"]], [p["pid"] for p in state["processes"]]
     assert ranks == [0, 1] and len(set(pids)) == 2, state["processes"]
     assert state["saved_by_pid"] == pids[0], "a checkpoint was written by a process other than the main one"
@@ -196,7 +197,28 @@ def test_shipped_accelerate_configs_parse_and_sharded_ones_are_refused() -> None
         with pytest.raises(ValueError, match="does not support yet"):
             refuse_sharded_training(kinds[name])
     for kind in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-        refuse_sharded_training(kind)  # accepted
+        refuse_sharded_training(kind, environ={})  # accepted
+        for variable in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):  # asked for, not set up: refused too
+            with pytest.raises(ValueError, match=rf"the launch asked for .*but accelerate set up {kind.name}"):
+                refuse_sharded_training(kind, environ={variable: "true"})
+            refuse_sharded_training(kind, environ={variable: "false"})
+
+
+def test_an_fsdp_launch_on_a_machine_without_gpus_is_refused_not_run_as_data_parallel(tmp_path: Path) -> None:
+    """On a machine without CUDA accelerate runs the FSDP config as plain data parallel: two processes train a
+    replicated model and exit 0. The user asked for sharding, so the run must say no instead."""
+    if torch.cuda.is_available():
+        pytest.skip("checks the machine without CUDA")
+    from orpo_kit.accelerate_configs import accelerate_config_path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(accelerate_config_path("fsdp")), "--num_processes", "2"]
+    cmd += ["--main_process_port", str(_free_port()), "-m", "orpo_kit", "train", "--preset", "tiny"]
+    cmd += ["--output-dir", "r", "max_steps=2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT, cwd=tmp_path)
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "the launch asked for FSDP (its accelerate config), but accelerate set up MULTI_CPU" in done.stderr
+    assert not (tmp_path / "r" / "checkpoints").exists()
 
 
 def test_0_the_readme_command_with_device_auto_trains_one_run_of_two_processes(tmp_path: Path) -> None:

@@ -487,3 +487,18 @@ def test_llama_cpp_tokenizes_mistral_shaped_chat_prompts_like_the_merged_tokeniz
         same += llm.tokenize(text.encode(), add_bos=False, special=True) == chat_ids(tokenizer, prompt)
     llm.close()
     assert same == len(prompts)
+
+
+def test_a_full_fine_tune_exports_too_in_f32_and_bf16(tmp_path: Path) -> None:
+    _needs_converter()
+    run = _short_run(tmp_path / "run", "tiny", use_lora=False)
+    result = export_run(run, tmp_path / "full", gguf=["f32", "bf16"], checkpoint="latest")
+    assert set(result.gguf) == {"f32", "bf16"}
+    merged = load_merged(result.folder)
+    assert next(merged[0].parameters()).dtype == torch.float32  # loaded as float32; saved in the first type's dtype
+    assert json.loads((result.folder / "config.json").read_text())["dtype"] == "float32"
+    exact = compare(merged, load_gguf(result.gguf["f32"]), eval_prompts()[:20], n_generate=2)
+    assert exact.same_ids == 20 and exact.max_logit_diff <= 1e-4 and exact.same_answers == 2
+    assert gguf_fields(result.gguf["bf16"])["general.file_type"] == gguf.LlamaFileType.MOSTLY_BF16
+    card = (result.folder / "README.md").read_text(encoding="utf-8")
+    assert "| training | full;" in card

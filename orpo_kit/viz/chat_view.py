@@ -65,7 +65,14 @@ def chat_panel(
     from .static import StaticView, static_copy_box
 
     text = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="95%"))
-    temperature = widgets.FloatSlider(value=0.0, min=0.0, max=1.5, step=0.05, description="temperature")
+    temperature = widgets.FloatSlider(
+        value=0.0,
+        min=0.0,
+        max=1.5,
+        step=0.05,
+        description="temperature",
+        style={"description_width": "initial"},
+    )
     top_p = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="top-p")
     new_tokens = widgets.IntSlider(
         value=max_new_tokens,
@@ -90,7 +97,8 @@ def chat_panel(
     button.on_click(on_click)
     if generate_now:
         on_click(button)
-    return static_copy_box([text, widgets.HBox([temperature, top_p, new_tokens]), button, shown], snapshot)
+    sliders = widgets.HBox([temperature, top_p, new_tokens], layout=widgets.Layout(flex_flow="row wrap"))
+    return static_copy_box([text, sliders, button, shown], snapshot)
 
 
 def _answers_text(page: str) -> str:
