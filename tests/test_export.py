@@ -409,7 +409,7 @@ def test_without_a_given_converter_the_pinned_release_is_downloaded_into_the_cac
 
 
 def test_gpt2_fallback_only_for_a_plain_gpt2_pretokenizer(tmp_path: Path) -> None:
-    from orpo_kit.export.run_converter import gpt2_pretokenizer
+    from orpo_kit.export.convert_child import gpt2_pretokenizer
     from orpo_kit.models.load import tiny_tokenizer_dir
 
     assert gpt2_pretokenizer(tiny_tokenizer_dir())

@@ -126,7 +126,7 @@ def run_converter(model_dir: Path, outfile: Path, outtype: str, log: Path, name:
     if outtype not in OUTTYPES:
         raise ValueError(f"GGUF type {outtype!r} is not one of {', '.join(OUTTYPES)}")
     llama_cpp = converter_dir()
-    cmd = [sys.executable, "-m", "orpo_kit.export.run_converter", str(llama_cpp), str(model_dir)]
+    cmd = [sys.executable, "-m", "orpo_kit.export.convert_child", str(llama_cpp), str(model_dir)]
     cmd += ["--outfile", str(outfile), "--outtype", outtype, "--model-name", name]
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # the converter's own gguf-py, always
     with log.open("w", encoding="utf-8") as out:

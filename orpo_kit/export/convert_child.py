@@ -1,6 +1,6 @@
 """Child process: run llama.cpp's `convert_hf_to_gguf.py` from a llama.cpp folder, unchanged but for one fallback.
 
-    python -m orpo_kit.export.run_converter LLAMA_CPP_DIR MODEL_DIR --outfile F.gguf --outtype f16
+    python -m orpo_kit.export.convert_child LLAMA_CPP_DIR MODEL_DIR --outfile F.gguf --outtype f16
 
 Two fallbacks, both only where llama.cpp's converter has no answer of its own:
 
