@@ -191,7 +191,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        with _quiet_transformers():
+        with quiet_transformers():
             # An adapter holds its trained token rows, never the whole embedding and lm_head: the rebuilt base has
             # the same grown rows (`fit_embeddings`), and peft's "auto" would ask the hub on every save.
             adapter = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
@@ -250,8 +250,9 @@ def verified_latest_checkpoint(run_dir: str | Path, say: Callable[[str], None] =
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide transformers' per-save progress bar (it would interleave with the training bar)."""
+def quiet_transformers() -> Iterator[None]:
+    """transformers' progress bars off, then as before (a per-save bar would interleave with the training bar; a
+    loading bar is noise in a notebook's saved outputs)."""
     from transformers.utils import logging as hf_logging
 
     was_on = hf_logging.is_progress_bar_enabled()

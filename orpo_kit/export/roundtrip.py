@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..checkpoint import quiet_transformers
 from ..runs import Prompt, as_messages, generate, shown
 
 
@@ -31,26 +32,12 @@ def _alone(gguf_file: Path) -> Iterator[Path]:
         yield Path(tmp)
 
 
-@contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """transformers' loading progress bars off (they are noise in a notebook's saved outputs), then as before."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
-
-
 def load_gguf(gguf_file: str | Path) -> tuple[Any, Any]:
     """Model (dequantized to float32) and tokenizer (with the file's chat template) from one GGUF file."""
     path = Path(gguf_file)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such GGUF file")
-    with _alone(path) as folder, _quiet_loading():
+    with _alone(path) as folder, quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=path.name, dtype=torch.float32)
     return model.eval(), tokenizer
@@ -117,6 +104,6 @@ def compare(
 
 def load_merged(folder: str | Path) -> tuple[Any, Any]:
     """The merged transformers model of an export folder, in float32, with its tokenizer."""
-    with _quiet_loading():
+    with quiet_transformers():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
     return model.eval(), AutoTokenizer.from_pretrained(folder)
