@@ -502,3 +502,27 @@ def test_a_full_fine_tune_exports_too_in_f32_and_bf16(tmp_path: Path) -> None:
     assert gguf_fields(result.gguf["bf16"])["general.file_type"] == gguf.LlamaFileType.MOSTLY_BF16
     card = (result.folder / "README.md").read_text(encoding="utf-8")
     assert "| training | full;" in card
+
+
+def test_a_qlora_run_exports_from_the_full_precision_base(mistral_export: Path, tmp_path: Path) -> None:
+    """The 7B recipe's path at tiny size: LoRA over a 4-bit base (ChatML rows trained), exported like `merge`
+    does it: the adapter folded into the base reloaded in full precision, never into the 4-bit rounding."""
+    pytest.importorskip("bitsandbytes", reason='4-bit loading needs bitsandbytes: pip install "orpo_kit[qlora]"')
+    run = _short_run(
+        tmp_path / "run",
+        "tiny",
+        model_name_or_path=str(mistral_export / "model"),
+        tokenizer_name_or_path=str(mistral_export / "tokenizer"),
+        load_in_4bit=True,
+        bnb_4bit_compute_dtype="float32",
+        learning_rate=2e-2,
+    )
+    result = export_run(run, tmp_path / "qlora-orpo", checkpoint="latest")
+    merged = load_merged(result.folder)
+    assert not [m for m in merged[0].modules() if "4bit" in type(m).__name__]
+    assert json.loads((result.folder / "config.json").read_text()).get("quantization_config") is None
+    check = compare(merged, load_gguf(result.gguf["f16"]), eval_prompts()[:40], n_generate=3, max_new_tokens=12)
+    assert check.same_ids == 40 and check.max_logit_diff <= 1e-2 and check.same_answers == 3
+    fields = gguf_fields(result.gguf["f16"])
+    assert [fields["tokenizer.ggml.tokens"][i] for i in merged[1].convert_tokens_to_ids(CHATML)] == CHATML
+    assert "in 4-bit NF4 during training" in (result.folder / "README.md").read_text(encoding="utf-8")
